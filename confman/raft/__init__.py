@@ -1,0 +1,1 @@
+"""The Raft consensus core: a deterministic state machine with no I/O of its own."""
