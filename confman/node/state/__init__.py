@@ -1,0 +1,1 @@
+"""The replicated state machine: commands, deterministic apply into SQLite, queries."""

@@ -1,0 +1,1 @@
+"""Durable storage: the write-ahead log and snapshot files."""

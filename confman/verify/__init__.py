@@ -1,0 +1,1 @@
+"""Verification: linearizability checking, workloads and fault injection."""
