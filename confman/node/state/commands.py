@@ -1,0 +1,284 @@
+"""The replicated commands, their request envelope and their versioned msgpack encoding.
+
+Every payload starts with its format version; decoders are kept per version so entries
+written by an older release stay decodable. Format 1:
+
+- request: ``[1, "r", actor, timestamp, idempotency_key, idempotency_ttl_s, command]``
+- bare command: ``[1, "c", command]``
+- command: ``[kind, *fields]`` with kind 1 PutNamespace, 2 DeleteNamespace, 3 PutConfig,
+  4 DeleteConfig, 5 Batch (``[5, [command, ...]]``, members are never batches).
+
+Construction validates field types, so a leader cannot propose what a follower would reject.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgpack
+
+#: The format version written by this release.
+FORMAT_VERSION = 1
+#: How long an idempotency key is remembered unless the request says otherwise.
+DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
+
+_TIMESTAMP_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICRO = timedelta(microseconds=1)
+
+
+class CommandDecodeError(ValueError):
+    """A payload is not a command this release can decode (garbage or unknown version)."""
+
+
+def _check_str(name: str, value: object, *, optional: bool = False, empty: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    if not empty and not value:
+        raise ValueError(f"{name} must not be empty")
+
+
+def _check_int(name: str, value: object, *, optional: bool = False, minimum: int = 0) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, not {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class PutNamespace:
+    """Create a namespace or replace its description and owner."""
+
+    path: str
+    description: str | None = None
+    owner: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_str("path", self.path)
+        _check_str("description", self.description, optional=True, empty=True)
+        _check_str("owner", self.owner, optional=True, empty=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteNamespace:
+    """Delete a namespace together with all its entries."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        _check_str("path", self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class PutConfig:
+    """Create or update an entry.
+
+    ``expected_version`` is a compare-and-set (If-Match); ``create_only`` fails when the
+    entry exists (If-None-Match: *).
+    """
+
+    namespace: str
+    key: str
+    value: str
+    type: str = "string"
+    expected_version: int | None = None
+    create_only: bool = False
+
+    def __post_init__(self) -> None:
+        _check_str("namespace", self.namespace)
+        _check_str("key", self.key)
+        _check_str("value", self.value, empty=True)
+        _check_str("type", self.type)
+        _check_int("expected_version", self.expected_version, optional=True)
+        if not isinstance(self.create_only, bool):
+            raise TypeError("create_only must be a bool")
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteConfig:
+    """Delete an entry, optionally only at ``expected_version`` (If-Match)."""
+
+    namespace: str
+    key: str
+    expected_version: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_str("namespace", self.namespace)
+        _check_str("key", self.key)
+        _check_int("expected_version", self.expected_version, optional=True)
+
+
+SimpleCommand = PutNamespace | DeleteNamespace | PutConfig | DeleteConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several commands applied atomically: all of them, or none when one fails."""
+
+    commands: tuple[SimpleCommand, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.commands, tuple):
+            object.__setattr__(self, "commands", tuple(self.commands))
+        for cmd in self.commands:
+            if not isinstance(cmd, PutNamespace | DeleteNamespace | PutConfig | DeleteConfig):
+                raise TypeError(f"a batch cannot hold {type(cmd).__name__}")
+
+
+Command = SimpleCommand | Batch
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The envelope every command travels in; all that apply may depend on besides state.
+
+    ``timestamp`` is RFC 3339 UTC with microseconds (``2026-02-13T10:00:00.123456Z``),
+    fixed by the leader. ``idempotency_key`` makes retries return the first result for
+    ``idempotency_ttl_s`` seconds after ``timestamp``.
+    """
+
+    command: Command
+    actor: str
+    timestamp: str
+    idempotency_key: str | None = None
+    idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S
+
+    def __post_init__(self) -> None:
+        if not isinstance(
+            self.command, PutNamespace | DeleteNamespace | PutConfig | DeleteConfig | Batch
+        ):
+            raise TypeError(f"not a command: {type(self.command).__name__}")
+        _check_str("actor", self.actor)
+        timestamp_micros(self.timestamp)
+        _check_str("idempotency_key", self.idempotency_key, optional=True)
+        _check_int("idempotency_ttl_s", self.idempotency_ttl_s)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """``moment`` (timezone-aware) as the RFC 3339 UTC form commands carry."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def timestamp_micros(timestamp: str) -> int:
+    """Microseconds since the Unix epoch of a command timestamp; ValueError if malformed."""
+    if not isinstance(timestamp, str) or not _TIMESTAMP_RE.fullmatch(timestamp):
+        raise ValueError(f"timestamp must look like 2026-02-13T10:00:00.123456Z: {timestamp!r}")
+    moment = datetime.fromisoformat(timestamp)  # raises ValueError on e.g. month 13
+    return (moment - _EPOCH) // _ONE_MICRO
+
+
+# -- encoding ---------------------------------------------------------------------------
+
+
+def _command_body(cmd: Command) -> list[Any]:
+    if isinstance(cmd, PutConfig):
+        return [
+            3,
+            cmd.namespace,
+            cmd.key,
+            cmd.value,
+            cmd.type,
+            cmd.expected_version,
+            cmd.create_only,
+        ]
+    if isinstance(cmd, DeleteConfig):
+        return [4, cmd.namespace, cmd.key, cmd.expected_version]
+    if isinstance(cmd, PutNamespace):
+        return [1, cmd.path, cmd.description, cmd.owner]
+    if isinstance(cmd, DeleteNamespace):
+        return [2, cmd.path]
+    if isinstance(cmd, Batch):
+        return [5, [_command_body(c) for c in cmd.commands]]
+    raise TypeError(f"not a command: {type(cmd).__name__}")
+
+
+def encode_request(req: Request) -> bytes:
+    """The bytes of a log entry carrying ``req`` (current format version)."""
+    return msgpack.packb(
+        [
+            FORMAT_VERSION,
+            "r",
+            req.actor,
+            req.timestamp,
+            req.idempotency_key,
+            req.idempotency_ttl_s,
+            _command_body(req.command),
+        ]
+    )
+
+
+def encode_command(cmd: Command) -> bytes:
+    """A bare command (without envelope) in the current format version."""
+    return msgpack.packb([FORMAT_VERSION, "c", _command_body(cmd)])
+
+
+# -- decoding ---------------------------------------------------------------------------
+
+
+def _v1_command(body: Any, *, in_batch: bool = False) -> Command:
+    if not isinstance(body, list) or not body:
+        raise ValueError("command is not a non-empty array")
+    kind, fields = body[0], body[1:]
+    if kind == 3 and len(fields) == 6:
+        return PutConfig(*fields)
+    if kind == 4 and len(fields) == 3:
+        return DeleteConfig(*fields)
+    if kind == 1 and len(fields) == 3:
+        return PutNamespace(*fields)
+    if kind == 2 and len(fields) == 1:
+        return DeleteNamespace(*fields)
+    if kind == 5 and len(fields) == 1 and not in_batch and isinstance(fields[0], list):
+        return Batch(tuple(_v1_command(m, in_batch=True) for m in fields[0]))  # type: ignore[misc]
+    raise ValueError(f"unknown command kind {kind!r} with {len(fields)} fields")
+
+
+def _v1(payload: list[Any]) -> Command | Request:
+    if len(payload) == 7 and payload[1] == "r":
+        _, _, actor, timestamp, key, ttl, body = payload
+        return Request(_v1_command(body), actor, timestamp, key, ttl)
+    if len(payload) == 3 and payload[1] == "c":
+        return _v1_command(payload[2])
+    raise ValueError("neither a request nor a command")
+
+
+_DECODERS = {1: _v1}
+
+
+def _decode(data: bytes) -> Command | Request:
+    try:
+        payload = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:
+        raise CommandDecodeError(f"not msgpack: {exc}") from exc
+    if not isinstance(payload, list) or not payload:
+        raise CommandDecodeError("payload is not a versioned array")
+    version = payload[0]
+    decoder = _DECODERS.get(version) if isinstance(version, int) else None
+    if decoder is None:
+        raise CommandDecodeError(f"unknown command format version {version!r}")
+    try:
+        return decoder(payload)
+    except (TypeError, ValueError) as exc:
+        raise CommandDecodeError(f"format {version}: {exc}") from exc
+
+
+def decode_request(data: bytes) -> Request:
+    """The request a log entry carries; CommandDecodeError if it is not one."""
+    result = _decode(data)
+    if not isinstance(result, Request):
+        raise CommandDecodeError("payload is a bare command, not a request")
+    return result
+
+
+def decode_command(data: bytes) -> Command:
+    """A bare command encoded by ``encode_command``; CommandDecodeError otherwise."""
+    result = _decode(data)
+    if isinstance(result, Request):
+        raise CommandDecodeError("payload is a request, not a bare command")
+    return result

@@ -1,0 +1,172 @@
+"""Reads of the applied state for the HTTP layer, on a read-only SQLite connection.
+
+In WAL mode readers never block the writer nor wait for it. A ``Reader`` holds one
+connection: use one per thread. Results are plain dicts in the API's camelCase shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from confman.node.state.schema import (
+    ENTRY_COLUMNS,
+    NAMESPACE_COLUMNS,
+    entry_dict,
+    namespace_dict,
+    read_meta,
+)
+
+AUDIT_LIMIT_MAX = 1000
+_CHANGE_COLUMNS = "idx, action, namespace, key, new_value, version, seq"
+
+
+def _grant_clause(grants: Iterable[str], column: str) -> tuple[str, list[str]] | None:
+    """SQL condition on ``column`` for namespace grants; None when all are visible.
+
+    A grant ``team`` covers ``team`` and ``team/...`` (a key range, so the primary key
+    index serves it and ``_``/``%`` in names are not wildcards).
+    """
+    parts: list[str] = []
+    params: list[str] = []
+    for grant in sorted(set(grants)):
+        if grant == "*":
+            return None
+        parts.append(f"{column} = ? OR ({column} >= ? AND {column} < ?)")
+        params += [grant, grant + "/", grant + "0"]  # "0" follows "/" in code point order
+    if not parts:
+        return "0", []
+    return " OR ".join(f"({p})" for p in parts), params
+
+
+class Reader:
+    """Read-only queries over the state database at ``db_path``."""
+
+    def __init__(self, db_path: str | os.PathLike[str]) -> None:
+        uri = Path(db_path).resolve().as_uri() + "?mode=ro"
+        self._conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def consistent(self) -> Iterator[Reader]:
+        """Run several queries against one snapshot of the state (one read transaction)."""
+        if self._conn.in_transaction:  # nested: the outer snapshot already holds
+            yield self
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self._conn.execute("COMMIT")
+
+    def applied_index(self) -> int:
+        """Index of the last entry applied to the state being read."""
+        return read_meta(self._conn).applied_index
+
+    # -- namespaces ---------------------------------------------------------------------
+    def get_namespace(self, path: str) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            f"SELECT {NAMESPACE_COLUMNS} FROM namespaces WHERE path = ?", (path,)
+        ).fetchone()
+        return None if row is None else namespace_dict(row)
+
+    def list_namespaces(self, grants: Iterable[str] = ("*",)) -> list[dict[str, Any]]:
+        """Namespaces visible under ``grants``, sorted by path."""
+        clause = _grant_clause(grants, "path")
+        where, params = ("", []) if clause is None else (f" WHERE {clause[0]}", clause[1])
+        rows = self._conn.execute(
+            f"SELECT {NAMESPACE_COLUMNS} FROM namespaces{where} ORDER BY path", params
+        )
+        return [namespace_dict(r) for r in rows]
+
+    # -- entries ------------------------------------------------------------------------
+    def get_entry(self, namespace: str, key: str) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE namespace = ? AND key = ?",
+            (namespace, key),
+        ).fetchone()
+        return None if row is None else entry_dict(row)
+
+    def list_entries(self, namespace: str) -> list[dict[str, Any]]:
+        """Entries of one namespace, sorted by key."""
+        rows = self._conn.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE namespace = ? ORDER BY key",
+            (namespace,),
+        )
+        return [entry_dict(r) for r in rows]
+
+    def list_all_entries(self, grants: Iterable[str] = ("*",)) -> list[dict[str, Any]]:
+        """Every entry in a namespace visible under ``grants``, sorted by namespace, key."""
+        clause = _grant_clause(grants, "namespace")
+        where, params = ("", []) if clause is None else (f" WHERE {clause[0]}", clause[1])
+        rows = self._conn.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM entries{where} ORDER BY namespace, key", params
+        )
+        return [entry_dict(r) for r in rows]
+
+    # -- history ------------------------------------------------------------------------
+    def audit(self, namespace: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Audit events of a namespace, newest first; ``limit`` clamped to 1..1000."""
+        limit = max(1, min(AUDIT_LIMIT_MAX, int(limit)))
+        rows = self._conn.execute(
+            "SELECT timestamp, action, actor, namespace, key, old_value, new_value FROM audit"
+            " WHERE namespace = ? ORDER BY idx DESC, seq DESC LIMIT ?",
+            (namespace, limit),
+        )
+        return [
+            {
+                "timestamp": r[0],
+                "action": r[1],
+                "actor": r[2],
+                "namespace": r[3],
+                "key": r[4],
+                "oldValue": r[5],
+                "newValue": r[6],
+            }
+            for r in rows
+        ]
+
+    def changes_since(self, index: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """Changes applied after log ``index``, oldest first (for watches).
+
+        ``type`` is the audit action; ``value`` the new value (null on deletes);
+        ``version`` the entry's version after the change (of the deleted entry on
+        deletes, null for namespace events). About ``limit`` changes are returned, but the
+        changes of one log index are never split, so a watcher resumes from the last
+        index it saw.
+        """
+        conn = self._conn
+        with self.consistent():
+            rows = conn.execute(
+                f"SELECT {_CHANGE_COLUMNS} FROM audit WHERE idx > ? ORDER BY idx, seq LIMIT ?",
+                (index, max(1, limit)),
+            ).fetchall()
+            if len(rows) >= limit and rows:
+                last_idx, last_seq = rows[-1][0], rows[-1][6]
+                rows += conn.execute(
+                    f"SELECT {_CHANGE_COLUMNS} FROM audit WHERE idx = ? AND seq > ? ORDER BY seq",
+                    (last_idx, last_seq),
+                ).fetchall()
+        return [
+            {
+                "index": r[0],
+                "type": r[1],
+                "namespace": r[2],
+                "key": r[3],
+                "value": r[4],
+                "version": r[5],
+            }
+            for r in rows
+        ]
