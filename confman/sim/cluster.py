@@ -1,0 +1,765 @@
+"""One deterministic simulated cluster run: nodes, disks, clients, faults, virtual clock.
+
+``Cluster(seed, profile).run()`` drives ``RawNode`` cores over a seeded ``Network`` and
+returns a ``RunResult``. Each virtual tick runs, in order: due disk writes, transport
+reports, faults, client actions, message deliveries, then one ``tick()`` per live node.
+Every node's ``Ready`` is handled right after the event that produced it, and every fact
+it carries is judged by ``Checker``. A seed fixes every choice, so a failing run replays
+exactly (``python -m confman.sim --seed N --trace``).
+
+The run has two phases. During ``profile.fault_ticks`` the profile's faults happen. Then
+faults stop (links heal, the network becomes reliable with delays of at most one tick,
+crashed members restart) and liveness is required:
+
+- a leader exists within ``leader_bound`` ticks (8 election timeouts, ``8 * election_max``);
+- from then on each client proposal is applied on its leader within ``commit_bound`` ticks
+  (one election timeout, ``election_max``), retries after a lost proposal included;
+- after ``LIVE_PROPOSALS`` acknowledged proposals, every live member applies up to the
+  cluster's commit index within ``commit_bound`` more ticks.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import traceback
+from dataclasses import dataclass, field
+
+from confman.raft.config import Config
+from confman.raft.confchange import decode_conf_change
+from confman.raft.node import RawNode
+from confman.raft.storage import MemoryStorage
+from confman.raft.types import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    EntryType,
+    Message,
+    MessageType,
+    NodeId,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftError,
+    Ready,
+    Role,
+)
+from confman.sim.checks import Checker, Violation, chain_digest
+from confman.sim.network import NetFaults, Network
+from confman.sim.scenarios import Profile
+
+MT = MessageType
+LIVE_PROPOSALS = 3
+SPARES = 2  # nodes outside the initial configuration, for membership changes
+_SNAP = struct.Struct("<qq")  # the simulated state machine's snapshot: (index, digest)
+
+
+@dataclass(slots=True)
+class SimNode:
+    """One member: its disk (``storage``) survives crashes, everything else is volatile."""
+
+    id: NodeId
+    storage: MemoryStorage
+    raw: RawNode | None = None
+    applied: int = 0
+    digest: int = 0
+    conf: ConfState = field(default_factory=ConfState)
+    restart_at: int = -1  # tick of a scheduled restart, -1 when none
+    retire_at: int = -1  # tick it shuts down after being removed, -1 when none
+    retired: bool = False
+    pending: tuple[Ready, int] | None = None  # a leader's Ready whose disk write is due
+    reads: dict[bytes, int] = field(default_factory=dict)  # ReadIndex ctx -> floor
+
+    @property
+    def up(self) -> bool:
+        return self.raw is not None
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What one run did (summed by the runner)."""
+
+    ticks: int = 0
+    messages: int = 0
+    delivered: int = 0
+    elections: int = 0
+    committed: int = 0
+    crashes: int = 0
+    partitions: int = 0
+    snapshots_sent: int = 0
+    reads_checked: int = 0
+    lease_reads: int = 0
+    conf_changes: int = 0
+    transfers: int = 0
+    leader_after_calm: int = -1  # ticks from calm start to a leader
+
+
+@dataclass(slots=True)
+class RunResult:
+    """Outcome of a run: a violation (or None), the event log and counters."""
+
+    seed: int
+    profile: str
+    bugs: tuple[str, ...]
+    violation: Violation | None
+    events: list[tuple[int, str]]
+    stats: RunStats
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+    def trace(self, last: int | None = None) -> str:
+        """The event log up to the violation (the last ``last`` events if given)."""
+        evs = self.events if last is None else self.events[-last:]
+        lines = [f"seed={self.seed} profile={self.profile} bugs={','.join(self.bugs) or '-'}"]
+        if last is not None and len(self.events) > last:
+            lines.append(f"  ... {len(self.events) - last} earlier events")
+        lines += [f"  t={t:5d} {text}" for t, text in evs]
+        if self.violation is not None:
+            lines.append(f"VIOLATION {self.violation}")
+        return "\n".join(lines)
+
+
+class Cluster:
+    """A simulated cluster of ``profile.nodes`` members plus spares (see module doc)."""
+
+    def __init__(
+        self,
+        seed: int,
+        profile: Profile,
+        bugs: frozenset[str] = frozenset(),
+        verbose: bool = False,
+    ) -> None:
+        self.seed = seed
+        self.p = profile
+        self.bugs = bugs
+        self.verbose = verbose
+        self.rng = random.Random(seed)
+        self.net = Network(random.Random(self.rng.getrandbits(64)), profile.net)
+        self.checker = Checker()
+        self.stats = RunStats()
+        self.events: list[tuple[int, str]] = []
+        self.now = 0
+        n = profile.nodes
+        self.initial = tuple(f"n{i}" for i in range(1, n + 1))
+        self.universe = tuple(f"n{i}" for i in range(1, n + SPARES + 1))
+        self.bootstrap = ConfState(voters=self.initial)
+        self.nodes: dict[NodeId, SimNode] = {}
+        self.min_voters = max(2, n - 1)
+        self.election_min, self.election_max = profile.election
+        self.leader_bound = 8 * self.election_max
+        self.commit_bound = self.election_max
+        self.heal_at = -1
+        self.leader_hint: NodeId | None = None
+        self.payload_seq = 0
+        self.reports: list[tuple[NodeId, NodeId, bool | None]] = []  # (from, peer, snap ok)
+        self.calm = False
+        self.calm_since = -1
+        # Liveness client: (payload, started, index, node), acknowledged count, done tick.
+        self.live: tuple[bytes, int, int, NodeId] | None = None
+        self.live_started = -1
+        self.live_acked = 0
+        self.converge_by = -1
+        for nid in self.initial:
+            self._start(nid, MemoryStorage(self.bootstrap))
+
+    # ------------------------------------------------------------------ running
+    def run(self, max_ticks: int | None = None) -> RunResult:
+        """Run both phases; stop at the first violation or once liveness is shown."""
+        p = self.p
+        end = max_ticks if max_ticks is not None else p.fault_ticks + 3 * self.leader_bound
+        violation: Violation | None = None
+        try:
+            for now in range(end):
+                self.now = now
+                if now == p.fault_ticks:
+                    self._become_calm()
+                if self._step_tick():
+                    break
+            else:
+                if max_ticks is None:
+                    raise Violation("liveness", f"run did not settle within {end} ticks")
+        except Violation as v:
+            violation = v
+        except Exception as exc:
+            violation = _core_exception(exc)
+            if violation is None:
+                raise
+        if violation is not None:
+            self._ev(f"VIOLATION {violation}")
+        st = self.stats
+        st.ticks = self.now + 1
+        st.messages = self.net.stats.sent
+        st.delivered = self.net.stats.delivered
+        st.elections = len(self.checker.leaders)
+        st.committed = self.checker.max_commit
+        return RunResult(
+            self.seed, p.name, tuple(sorted(self.bugs)), violation, self.events, st
+        )
+
+    def _step_tick(self) -> bool:
+        """One virtual tick; True when the run is finished."""
+        now = self.now
+        for sn in self.nodes.values():
+            if sn.pending is not None and sn.pending[1] <= now:
+                self._land_write(sn)
+            if sn.restart_at == now:
+                self._restart(sn)
+            if sn.retire_at == now:
+                self._maybe_retire(sn)
+        if self.reports:
+            self._deliver_reports()
+        if self.calm:
+            if self._liveness():
+                return True
+        else:
+            self._faults()
+            self._clients()
+        self._deliver()
+        for sn in list(self.nodes.values()):
+            raw = sn.raw
+            if raw is not None:
+                raw.tick()
+                self._after(sn)
+        return False
+
+    def _ev(self, text: str) -> None:
+        self.events.append((self.now, text))
+
+    # ------------------------------------------------------------------ node lifecycle
+    def _config(self, nid: NodeId, applied: int) -> Config:
+        p = self.p
+        return Config(
+            id=nid,
+            election_tick_min=self.election_min,
+            election_tick_max=self.election_max,
+            heartbeat_tick=p.heartbeat,
+            pre_vote=p.pre_vote,
+            check_quorum=p.check_quorum,
+            applied=applied,
+            rng=random.Random(self.rng.getrandbits(64)),
+            bugs=self.bugs,
+        )
+
+    def _start(self, nid: NodeId, storage: MemoryStorage) -> SimNode:
+        sn = SimNode(nid, storage)
+        self.nodes[nid] = sn
+        self._boot(sn)
+        return sn
+
+    def _boot(self, sn: SimNode) -> None:
+        """(Re)start ``sn`` from its disk; the state machine restarts from the snapshot."""
+        snap = sn.storage.snapshot()
+        sn.applied = snap.meta.index
+        sn.digest = _SNAP.unpack(snap.data)[1] if snap.data else 0
+        sn.conf = snap.meta.conf_state
+        sn.pending = None
+        sn.reads = {}
+        sn.restart_at = -1
+        sn.raw = RawNode(self._config(sn.id, sn.applied), sn.storage)
+        self.checker.restarted(sn.id, sn.storage.hard_state, sn.raw.commit_index)
+
+    def _crash(self, sn: SimNode, why: str, down: tuple[int, int] | None = None) -> None:
+        lost = " (unpersisted write lost)" if sn.pending is not None else ""
+        sn.raw = None
+        sn.pending = None
+        sn.reads = {}
+        self.stats.crashes += 1
+        if down is not None and not self.calm:
+            sn.restart_at = self.now + self.rng.randint(*down)
+            self._ev(f"crash {sn.id} ({why}){lost}, restart at {sn.restart_at}")
+        else:
+            self._ev(f"stop {sn.id} ({why}){lost}")
+
+    def _restart(self, sn: SimNode) -> None:
+        if sn.up or sn.retired:
+            sn.restart_at = -1
+            return
+        self._boot(sn)
+        raw = sn.raw
+        assert raw is not None
+        hs = sn.storage.hard_state
+        self._ev(
+            f"restart {sn.id}: term {hs.term} vote {hs.vote} commit {raw.commit_index} "
+            f"last {sn.storage.last_index()} snapshot {sn.applied}"
+        )
+        self._after(sn)
+
+    def _maybe_retire(self, sn: SimNode) -> None:
+        sn.retire_at = -1
+        ld = self._leader()
+        if ld is None or ld.raw is None:
+            return
+        cs = ld.raw.conf_state()
+        if sn.id in cs.voters or sn.id in cs.learners:
+            return
+        sn.retired = True
+        if sn.up:
+            self._crash(sn, "removed from the cluster")
+
+    # ------------------------------------------------------------------ ready handling
+    def _after(self, sn: SimNode) -> None:
+        """Judge ``sn`` after an event, then handle its Ready until it has none."""
+        chk = self.checker
+        while True:
+            raw = sn.raw
+            if raw is None:
+                return
+            if raw.role == Role.LEADER and chk.leader(sn.id, raw.term):
+                self._ev(f"{sn.id} leader of term {raw.term} (last {raw.log.last_index()})")
+                chk.leader_completeness(sn.id, raw.term, raw.log)
+                self.leader_hint = sn.id
+            chk.commit(sn.id, raw.commit_index, raw.term)
+            if sn.pending is not None or not raw.has_ready():
+                return
+            rd = raw.ready()
+            p = self.p
+            if raw.role == Role.LEADER and p.send_first and self.rng.random() < p.send_first:
+                self._send(sn, rd.messages, durable=False)
+                sn.pending = (rd, self.now + self.rng.randint(*p.persist_delay))
+                return
+            self._persist(sn, rd)
+            if self._send(sn, rd.messages, durable=True):
+                return  # crashed right after voting
+            self._finish(sn, rd)
+
+    def _land_write(self, sn: SimNode) -> None:
+        """A leader's delayed disk write completes (or the leader crashes first)."""
+        assert sn.pending is not None
+        rd = sn.pending[0]
+        p = self.p
+        if p.crash_in_window and not self.calm and self.rng.random() < p.crash_in_window:
+            self._crash(sn, "before its disk write landed", p.down_len)
+            return
+        sn.pending = None
+        self._persist(sn, rd)
+        self._finish(sn, rd)
+        self._after(sn)
+
+    def _persist(self, sn: SimNode, rd: Ready) -> None:
+        st = sn.storage
+        chk = self.checker
+        if rd.snapshot is not None:
+            st.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            chk.before_append(sn.id, st, rd.entries, max(st.hard_state.commit, sn.applied))
+            st.append(rd.entries)
+            chk.logged(sn.id, st, rd.entries)
+        if rd.hard_state is not None:
+            chk.hard_state(sn.id, rd.hard_state)
+            st.set_hard_state(rd.hard_state)
+
+    def _send(self, sn: SimNode, msgs: list[Message], durable: bool) -> bool:
+        """Send ``msgs``; True if the node crashed right after sending a vote."""
+        net = self.net
+        now = self.now
+        voted = False
+        for m in msgs:
+            if m.type == MT.VOTE_RESP and not m.reject:
+                if durable:
+                    self.checker.vote_sent(sn.id, m.term, m.to, sn.storage.hard_state)
+                voted = True
+            elif m.type == MT.SNAPSHOT:
+                self.stats.snapshots_sent += 1
+            if self.verbose:
+                self._ev(_describe(m))
+            if not net.send(m, now):
+                self._lost(m)
+        p = self.p
+        if voted and p.crash_after_vote and not self.calm and self.rng.random() < p.crash_after_vote:
+            self._crash(sn, "right after voting", (1, 3))
+            return True
+        return False
+
+    def _finish(self, sn: SimNode, rd: Ready) -> None:
+        """Apply what ``rd`` committed, serve its reads, advance, maybe compact."""
+        raw = sn.raw
+        assert raw is not None
+        chk = self.checker
+        nid = sn.id
+        if rd.snapshot is not None:
+            meta = rd.snapshot.meta
+            index, digest = _SNAP.unpack(rd.snapshot.data)
+            if meta.index <= sn.applied:
+                raise Violation(
+                    "apply-order", f"snapshot at {meta.index} but already applied {sn.applied}",
+                    (nid,), meta.term, meta.index,
+                )
+            chk.restored(nid, meta.index, meta.term, digest)
+            sn.applied, sn.digest, sn.conf = meta.index, digest, meta.conf_state
+            self._ev(f"{nid} installed snapshot at {meta.index} term {meta.term}")
+        for e in rd.committed_entries:
+            digest = chain_digest(sn.digest, e)
+            chk.applied(nid, e, sn.applied, digest)
+            sn.applied, sn.digest = e.index, digest
+            if e.type == EntryType.CONF_CHANGE:
+                self._apply_conf(sn, raw, decode_conf_change(e.data), e.index)
+        for rs in rd.read_states:
+            floor = sn.reads.pop(rs.context, None)
+            if floor is not None:
+                chk.read_result(nid, "ReadIndex", rs.index, floor, raw.term)
+                self.stats.reads_checked += 1
+        raw.advance(rd)
+        every = self.p.snapshot_every
+        st = sn.storage
+        if every and sn.applied - st.snapshot().meta.index >= every:
+            if sn.applied <= st.last_index():
+                st.create_snapshot(sn.applied, sn.conf, _SNAP.pack(sn.applied, sn.digest))
+                upto = sn.applied - self.p.snapshot_keep
+                if upto >= st.first_index():
+                    st.compact(upto)
+
+    def _apply_conf(self, sn: SimNode, raw: RawNode, cc: ConfChange, index: int) -> None:
+        sn.conf = raw.apply_conf_change(cc)
+        if raw.role == Role.LEADER:
+            self.stats.conf_changes += 1
+            self._ev(
+                f"{sn.id} applied conf change {cc.type.name} {cc.node_id} at {index}: "
+                f"voters {','.join(sn.conf.voters)} learners {','.join(sn.conf.learners) or '-'}"
+            )
+            if cc.type == ConfChangeType.REMOVE:
+                gone = self.nodes.get(cc.node_id)
+                if gone is not None and gone.retire_at < 0:
+                    gone.retire_at = self.now + self.rng.randint(1, 30)
+
+    # ------------------------------------------------------------------ network
+    def _deliver(self) -> None:
+        net = self.net
+        now = self.now
+        nodes = self.nodes
+        while True:
+            m = net.next_due(now)
+            if m is None:
+                return
+            sn = nodes.get(m.to)
+            if sn is None or sn.raw is None:
+                self._lost(m)
+                continue
+            sn.raw.step(m)
+            if m.type == MT.SNAPSHOT:
+                self.reports.append((m.frm, m.to, True))
+            self._after(sn)
+
+    def _lost(self, m: Message) -> None:
+        """The transport of ``m.frm`` notices a failed send (snapshot or blocked link)."""
+        if m.type == MT.SNAPSHOT:
+            self.reports.append((m.frm, m.to, False))
+        elif self.net.is_blocked(m.frm, m.to) and self.rng.random() < 0.2:
+            self.reports.append((m.frm, m.to, None))
+
+    def _deliver_reports(self) -> None:
+        reports, self.reports = self.reports, []
+        for frm, peer, ok in reports:
+            sn = self.nodes.get(frm)
+            if sn is None or sn.raw is None:
+                continue
+            if ok is None:
+                sn.raw.report_unreachable(peer)
+            else:
+                sn.raw.report_snapshot(peer, ok)
+            self._after(sn)
+
+    # ------------------------------------------------------------------ faults
+    def _leader(self) -> SimNode | None:
+        best: SimNode | None = None
+        for sn in self.nodes.values():
+            raw = sn.raw
+            if raw is not None and raw.role == Role.LEADER and (
+                best is None or best.raw is None or raw.term > best.raw.term
+            ):
+                best = sn
+        return best
+
+    def _live(self) -> list[SimNode]:
+        return [sn for sn in self.nodes.values() if sn.raw is not None]
+
+    def _faults(self) -> None:
+        p = self.p
+        rng = self.rng
+        now = self.now
+        if self.heal_at == now:
+            self.net.heal()
+            self.heal_at = -1
+            self._ev("heal all links")
+        if p.partition and self.heal_at < 0 and rng.random() < p.partition:
+            self._partition()
+        if p.crash and rng.random() < p.crash:
+            live = self._live()
+            if len(live) > len(self.initial) // 2:
+                ld = self._leader()
+                victim = ld if ld is not None and rng.random() < p.crash_leader else None
+                self._crash(victim or rng.choice(live), "fault", p.down_len)
+        if p.transfer and rng.random() < p.transfer:
+            self._transfer()
+        if p.campaign and rng.random() < p.campaign:
+            live = self._live()
+            sn = rng.choice(live) if live else None
+            if sn is not None and sn.raw is not None:
+                self._ev(f"{sn.id} campaigns")
+                sn.raw.campaign()
+                self._after(sn)
+        if p.membership and rng.random() < p.membership:
+            self._change_membership()
+
+    def _partition(self) -> None:
+        rng = self.rng
+        ids = [nid for nid, sn in self.nodes.items() if not sn.retired]
+        rng.shuffle(ids)
+        ld = self._leader()
+        kind = rng.randrange(5)
+        net = self.net
+        if kind == 0 and ld is not None:
+            others = [i for i in ids if i != ld.id]
+            net.partition([[ld.id], others])
+            what = f"isolate leader {ld.id}"
+        elif kind == 1 and ld is not None:
+            # The leader keeps a minority: it may replicate to it but cannot commit.
+            others = [i for i in ids if i != ld.id]
+            k = max(0, (len(self.initial) - 1) // 2 - 1) + rng.randint(0, 1)
+            side = [ld.id, *others[:k]]
+            net.partition([side, others[k:]])
+            what = f"leader side {side} vs {others[k:]}"
+        elif kind == 2:
+            cut = rng.randint(1, len(ids) - 1)
+            net.partition([ids[:cut], ids[cut:]])
+            what = f"split {ids[:cut]} | {ids[cut:]}"
+        elif kind == 3:
+            # Asymmetric: some one-way links cut.
+            links = []
+            for _ in range(rng.randint(1, len(ids))):
+                a, b = rng.sample(ids, 2)
+                net.block(a, b)
+                links.append(f"{a}->{b}")
+            what = f"one-way cuts {' '.join(links)}"
+        else:
+            # Bridge: two sides that only the bridge node connects.
+            bridge, rest = ids[0], ids[1:]
+            cut = len(rest) // 2
+            a, b = rest[:cut], rest[cut:]
+            for x in a:
+                for y in b:
+                    net.block(x, y)
+                    net.block(y, x)
+            what = f"bridge {bridge} between {a} and {b}"
+        self.heal_at = self.now + rng.randint(*self.p.partition_len)
+        self.stats.partitions += 1
+        self._ev(f"partition: {what} until {self.heal_at}")
+
+    def _transfer(self) -> None:
+        ld = self._leader()
+        if ld is None or ld.raw is None:
+            return
+        peers = [v for v in ld.raw.conf_state().voters if v != ld.id]
+        if not peers:
+            return
+        to = self.rng.choice(peers)
+        self._ev(f"transfer leadership {ld.id} -> {to}")
+        self.stats.transfers += 1
+        ld.raw.transfer_leadership(to)
+        self._after(ld)
+
+    def _change_membership(self) -> None:
+        rng = self.rng
+        ld = self._leader()
+        if ld is None or ld.raw is None:
+            return
+        cs = ld.raw.conf_state()
+        members = set(cs.voters) | set(cs.learners)
+        spares = [n for n in self.universe if n not in members]
+        options: list[ConfChange] = []
+        if spares:
+            options.append(ConfChange(ConfChangeType.ADD_LEARNER, rng.choice(spares)))
+        if cs.learners:
+            learner = rng.choice(cs.learners)
+            options.append(ConfChange(ConfChangeType.ADD_VOTER, learner))
+            options.append(ConfChange(ConfChangeType.REMOVE, learner))
+        if len(cs.voters) > self.min_voters:
+            options.append(ConfChange(ConfChangeType.REMOVE, rng.choice(cs.voters)))
+        if not options:
+            return
+        cc = rng.choice(options)
+        try:
+            idx = ld.raw.propose_conf_change(cc)
+        except (RaftError, ValueError) as exc:
+            self._ev(f"conf change {cc.type.name} {cc.node_id} refused: {exc}")
+            return
+        self._ev(f"propose conf change {cc.type.name} {cc.node_id} at {idx} on {ld.id}")
+        if cc.type == ConfChangeType.ADD_LEARNER:
+            sn = self.nodes.get(cc.node_id)
+            if sn is None:
+                self._start(cc.node_id, MemoryStorage(self.bootstrap))
+                self._ev(f"start new node {cc.node_id}")
+            else:
+                sn.retired = False
+                sn.retire_at = -1
+                if not sn.up:
+                    self._restart(sn)
+        self._after(ld)
+
+    # ------------------------------------------------------------------ clients
+    def _payload(self) -> bytes:
+        self.payload_seq += 1
+        return b"p%d" % self.payload_seq
+
+    def _clients(self) -> None:
+        p = self.p
+        rng = self.rng
+        if rng.random() < p.propose:
+            self._propose()
+        if p.read and rng.random() < p.read:
+            self._read()
+        if p.lease and rng.random() < p.lease:
+            ld = self._leader()
+            if ld is not None and ld.raw is not None:
+                floor = self.checker.read_floor()
+                idx = ld.raw.lease_read_index()
+                if idx is not None:
+                    self.checker.read_result(ld.id, "lease", idx, floor, ld.raw.term)
+                    self.stats.lease_reads += 1
+
+    def _propose(self) -> None:
+        rng = self.rng
+        hint = self.nodes.get(self.leader_hint) if self.leader_hint else None
+        if hint is None or hint.raw is None or rng.random() < 0.2:
+            live = self._live()
+            if not live:
+                return
+            hint = rng.choice(live)
+        raw = hint.raw
+        assert raw is not None
+        try:
+            if rng.random() < self.p.batch:
+                raw.propose_many([self._payload() for _ in range(rng.randint(2, 8))])
+            else:
+                raw.propose(self._payload())
+        except NotLeaderError as exc:
+            self.leader_hint = exc.leader
+            return
+        except ProposalDroppedError:
+            return
+        self._after(hint)
+
+    def _read(self) -> None:
+        rng = self.rng
+        live = self._live()
+        if not live:
+            return
+        ld = self._leader()
+        sn = ld if ld is not None and rng.random() < self.p.read_at_leader else rng.choice(live)
+        raw = sn.raw
+        assert raw is not None
+        ctx = b"r%d" % self.payload_seq
+        self.payload_seq += 1
+        floor = self.checker.read_floor()
+        try:
+            raw.read_index(ctx)
+        except NotLeaderError:
+            return
+        sn.reads[ctx] = floor
+        self._after(sn)
+
+    # ------------------------------------------------------------------ liveness
+    def _become_calm(self) -> None:
+        self.calm = True
+        self.calm_since = self.now
+        self.net.heal()
+        self.heal_at = -1
+        self.net.faults = NetFaults(delay_max=1)
+        self._ev("faults stop: links healed, network reliable, members restart")
+        for sn in self.nodes.values():
+            if not sn.up and not sn.retired:
+                self._restart(sn)
+
+    def _liveness(self) -> bool:
+        """Drive and judge the calm phase; True once liveness has been shown."""
+        now = self.now
+        since = now - self.calm_since
+        ld = self._leader()
+        if self.stats.leader_after_calm < 0:
+            if ld is None:
+                if since > self.leader_bound:
+                    raise Violation(
+                        "liveness", f"no leader {self.leader_bound} ticks after faults stopped"
+                    )
+                return False
+            self.stats.leader_after_calm = since
+        if self.live_acked < LIVE_PROPOSALS:
+            self._live_propose(ld)
+            return False
+        if self.converge_by < 0:
+            self.converge_by = now + self.commit_bound
+        target = self.checker.max_commit
+        behind = [
+            sn for sn in self.nodes.values()
+            if sn.raw is not None and not sn.retired and sn.applied < target
+            and ld is not None and ld.raw is not None
+            and (sn.id in ld.raw.conf_state().voters or sn.id in ld.raw.conf_state().learners)
+        ]
+        if not behind:
+            return True
+        if now > self.converge_by:
+            sn = behind[0]
+            raise Violation(
+                "liveness",
+                f"{sn.id} applied only {sn.applied} of {target} {self.commit_bound} ticks "
+                "after the last proposal",
+                (sn.id,), None, sn.applied + 1,
+            )
+        return False
+
+    def _live_propose(self, ld: SimNode | None) -> None:
+        now = self.now
+        if self.live is not None:
+            payload, _started, idx, nid = self.live
+            at = self.checker.applied_at(payload)
+            if at is not None:
+                self.live_acked += 1
+                self.live = None
+                self.live_started = -1
+                self._ev(f"liveness proposal {payload.decode()} committed at {at}")
+                return
+        if self.live_started >= 0 and now - self.live_started > self.commit_bound:
+            raise Violation(
+                "liveness",
+                f"proposal not committed {self.commit_bound} ticks after it was first made",
+                (ld.id,) if ld is not None else (), None, None,
+            )
+        if ld is None or ld.raw is None:
+            return
+        if self.live is not None:
+            payload, _started, idx, nid = self.live
+            if nid == ld.id and ld.raw.log.last_index() >= idx:
+                return  # still in flight on the current leader
+        try:
+            payload = self._payload()
+            idx = ld.raw.propose(payload)
+        except (NotLeaderError, ProposalDroppedError):
+            return
+        if self.live_started < 0:
+            self.live_started = now
+        self.live = (payload, now, idx, ld.id)
+        self._after(ld)
+
+
+def _describe(m: Message) -> str:
+    extra = ""
+    if m.entries:
+        extra = f" ents {m.entries[0].index}..{m.entries[-1].index}"
+    if m.reject:
+        extra += " reject"
+    return (
+        f"send {m.type.name} {m.frm}->{m.to} term {m.term} idx {m.index} "
+        f"logterm {m.log_term} commit {m.commit}{extra}"
+    )
+
+
+def _core_exception(exc: Exception) -> Violation | None:
+    """An exception raised inside the core is a violation; one in the simulator is not."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    if tb and "confman/raft/" in tb[-1].filename.replace("\\", "/"):
+        frame = tb[-1]
+        return Violation(
+            "core-exception",
+            f"{type(exc).__name__}: {exc} at {frame.filename.split('confman/')[-1]}:{frame.lineno}",
+        )
+    return None
