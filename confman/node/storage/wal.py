@@ -77,6 +77,8 @@ REC_ENTRIES = 1
 REC_HARD_STATE = 2
 REC_SNAPSHOT_MARKER = 3
 _REC_TYPES = frozenset((REC_ENTRIES, REC_HARD_STATE, REC_SNAPSHOT_MARKER))
+_PREAMBLE_TYPES = (REC_HARD_STATE, REC_SNAPSHOT_MARKER)  # first records of every segment
+_PREAMBLE_RECORDS = len(_PREAMBLE_TYPES)
 
 _crc = google_crc32c.value
 _extend = google_crc32c.extend
@@ -190,6 +192,7 @@ class _Replayer:
     def __init__(self) -> None:
         self.state = WalState()
         self.origin = ("", 0)  # where the first kept entry batch is, for error messages
+        self.segment_end: tuple[str, int] | None = None  # (path, length) of the last segment
 
     def entries(self, batch: list[Entry], where: tuple[str, int]) -> None:
         for k in range(1, len(batch)):
@@ -222,6 +225,31 @@ class _Replayer:
             del ents[: index - base + 1]
         else:
             st.entries = []
+
+    def carried(self) -> tuple[HardState, int, int, int | None]:
+        """What the next segment's preamble and name must restate."""
+        st = self.state
+        last = st.entries[-1].index if st.entries else None
+        return st.hard_state, st.snapshot_index, st.snapshot_term, last
+
+    def check_continues(
+        self, carried: tuple[HardState, int, int, int | None], first_index: int, path: str
+    ) -> None:
+        """A segment must begin where the previous one ended, else that one lost records."""
+        hs, snap_index, snap_term, last = carried
+        st = self.state
+        expected_first = snap_index + 1 if last is None else last + 1
+        if (
+            (hs, snap_index, snap_term) != (st.hard_state, st.snapshot_index, st.snapshot_term)
+            or (last is not None and first_index != expected_first)
+            or first_index < expected_first
+        ):
+            assert self.segment_end is not None
+            raise WALCorruptError(
+                *self.segment_end,
+                f"sealed segment ends in a state that {os.path.basename(path)} does not "
+                "continue from: records are missing",
+            )
 
     def finish(self) -> WalState:
         st = self.state
@@ -317,30 +345,45 @@ class WAL:
         if (seq, first) != (seg.seq, seg.first_index):
             raise WALCorruptError(path, 0, f"header says segment {seq}-{first}")
         self._seed = seed
+        carried = rep.carried() if rep.segment_end is not None else None
         pos = _HEADER.size
+        n = 0
         while pos < len(buf):
             rec = _record_at(buf, pos, seed)
             if rec is None:
+                if n < _PREAMBLE_RECORDS:
+                    raise WALCorruptError(path, pos, "segment preamble is damaged")
                 self._damaged(path, buf, pos, seed, last)
-                return pos
+                break
             rtype, end = rec
-            payload = buf[pos + _RECORD.size : end]
-            where = (path, pos)
-            try:
-                if rtype == REC_ENTRIES:
-                    batch = decode_entries(payload)
-                    if batch:
-                        rep.entries(batch, where)
-                elif rtype == REC_HARD_STATE:
-                    rep.state.hard_state = decode_hard_state(payload)
-                else:
-                    if len(payload) != _MARKER.size:
-                        raise WALCorruptError(path, pos, "malformed snapshot marker")
-                    rep.marker(*_MARKER.unpack(payload), where)
-            except CodecError as e:
-                raise WALCorruptError(path, pos, f"undecodable record: {e}") from e
+            if n < _PREAMBLE_RECORDS and rtype != _PREAMBLE_TYPES[n]:
+                raise WALCorruptError(path, pos, "segment does not start with its preamble")
+            self._apply(rep, path, pos, rtype, buf[pos + _RECORD.size : end])
+            n += 1
             pos = end
+            if n == _PREAMBLE_RECORDS and carried is not None:
+                rep.check_continues(carried, first, path)
+        if n < _PREAMBLE_RECORDS:
+            raise WALCorruptError(path, pos, "segment preamble is missing")
+        rep.segment_end = (path, pos)
         return pos
+
+    @staticmethod
+    def _apply(rep: _Replayer, path: str, pos: int, rtype: int, payload: bytes) -> None:
+        where = (path, pos)
+        try:
+            if rtype == REC_ENTRIES:
+                batch = decode_entries(payload)
+                if batch:
+                    rep.entries(batch, where)
+            elif rtype == REC_HARD_STATE:
+                rep.state.hard_state = decode_hard_state(payload)
+            else:
+                if len(payload) != _MARKER.size:
+                    raise WALCorruptError(path, pos, "malformed snapshot marker")
+                rep.marker(*_MARKER.unpack(payload), where)
+        except CodecError as e:
+            raise WALCorruptError(path, pos, f"undecodable record: {e}") from e
 
     def _damaged(self, path: str, buf: bytes, pos: int, seed: int, last: bool) -> None:
         """Cut a torn tail off the last segment, or raise for damage elsewhere."""
