@@ -9,8 +9,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
-from confman.raft.config import Config
+from confman.raft.bootstrap import bootstrap_entries
 from confman.raft.confchange import decode_conf_change
+from confman.raft.config import Config
 from confman.raft.node import RawNode
 from confman.raft.storage import MemoryStorage
 from confman.raft.types import ConfState, Entry, EntryType, Message, ReadState, Role
@@ -24,11 +25,16 @@ class Cluster:
         ids: Iterable[str] = ("n1", "n2", "n3"),
         seed: int = 1,
         learners: Iterable[str] = (),
+        log_bootstrap: bool = False,
         **cfg: object,
     ) -> None:
+        """``log_bootstrap`` writes the founding membership as log entries (as the runtime
+        does, so members added later learn it); otherwise storage starts with a ConfState."""
         self.ids = list(ids)
         self.cfg = cfg
         self.seed = seed
+        learners = list(learners)
+        entries, hs = bootstrap_entries(self.ids, learners)
         conf = ConfState(tuple(self.ids), tuple(learners))
         self.storage: dict[str, MemoryStorage] = {}
         self.nodes: dict[str, RawNode] = {}
@@ -38,24 +44,33 @@ class Cluster:
         self.dropped: set[tuple[str, str]] = set()  # (from, to) links that lose messages
         self.filter: Callable[[Message], bool] | None = None  # return False to drop
         for i in [*self.ids, *learners]:
-            self.storage[i] = MemoryStorage(conf)
+            if log_bootstrap:
+                st = MemoryStorage()
+                st.append(entries)
+                st.set_hard_state(hs)
+            else:
+                st = MemoryStorage(conf)
+            self.storage[i] = st
             self.start(i)
+            self.process(i)  # apply the bootstrap membership
 
     def config(self, nid: str, applied: int = 0) -> Config:
         return Config(id=nid, rng=random.Random(f"{self.seed}-{nid}"), applied=applied, **self.cfg)  # type: ignore[arg-type]
 
     def start(self, nid: str) -> RawNode:
+        """(Re)start a node over its storage; its volatile state machine is replayed."""
         st = self.storage[nid]
         applied = st.snapshot().meta.index
         node = RawNode(self.config(nid, applied), st)
         self.nodes[nid] = node
         self.applied[nid] = []
         self.read_states[nid] = []
+        self.process(nid)
         return node
 
     def add_node(self, nid: str) -> RawNode:
         """A brand-new empty member (to be added by a conf change)."""
-        self.storage[nid] = MemoryStorage(ConfState())
+        self.storage[nid] = MemoryStorage()
         return self.start(nid)
 
     # -- driving -----------------------------------------------------------------------
@@ -109,6 +124,8 @@ class Cluster:
             self.deliver()
 
     def elect(self, nid: str) -> RawNode:
+        """Make ``nid`` leader now (other nodes' leases are expired first)."""
+        self.expire_leases(*[o for o in self.nodes if o != nid])
         self.nodes[nid].campaign()
         self.deliver()
         assert self.nodes[nid].role == Role.LEADER, self.nodes[nid].status()
@@ -117,6 +134,12 @@ class Cluster:
     def leader(self) -> RawNode | None:
         leaders = [n for n in self.nodes.values() if n.role == Role.LEADER]
         return max(leaders, key=lambda n: n.term) if leaders else None
+
+    def expire_leases(self, *ids: str) -> None:
+        """Act as if these nodes heard from no leader for an election timeout."""
+        for nid in ids or list(self.nodes):
+            node = self.nodes[nid]
+            node.leader_contact_elapsed = node.cfg.election_tick_min
 
     def isolate(self, nid: str) -> None:
         for o in self.ids:
@@ -132,4 +155,5 @@ class Cluster:
         del self.nodes[nid]
 
     def data(self, nid: str) -> list[bytes]:
+        """Payloads of the normal entries ``nid`` applied (no-ops and conf changes left out)."""
         return [e.data for e in self.applied[nid] if e.data and e.type == EntryType.NORMAL]
