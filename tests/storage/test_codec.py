@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -83,10 +85,8 @@ def test_decoded_enums_are_enum_members() -> None:
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(data=st.binary(max_size=64))
 def test_garbage_raises_only_codec_error(decode, data: bytes) -> None:
-    try:
+    with contextlib.suppress(CodecError):
         decode(data)
-    except CodecError:
-        pass
 
 
 @pytest.mark.parametrize(("encode", "decode", "values"), PAIRS, ids=[d.__name__ for d in DECODERS])
@@ -138,7 +138,7 @@ def test_message_field_checks() -> None:
     bad_reject = (*good[:8], 1, *good[9:])
     with pytest.raises(CodecError, match="unknown message type"):
         codec.decode_message(msgpack.packb((1, bad_type)))
-    with pytest.raises(CodecError, match="message.reject"):
+    with pytest.raises(CodecError, match=r"message\.reject"):
         codec.decode_message(msgpack.packb((1, bad_reject)))
 
 
@@ -150,7 +150,10 @@ def test_unencodable_value_raises_codec_error() -> None:
 
 
 msgpack_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.binary(max_size=8)
     | st.text(max_size=8),
     lambda children: st.lists(children, max_size=14),
     max_leaves=30,
@@ -161,7 +164,5 @@ msgpack_values = st.recursive(
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(body=msgpack_values)
 def test_well_formed_msgpack_of_the_wrong_shape_raises_only_codec_error(decode, body) -> None:
-    try:
+    with contextlib.suppress(CodecError):
         decode(msgpack.packb((codec.CODEC_VERSION, body)))
-    except CodecError:
-        pass
