@@ -259,7 +259,7 @@ def _decode(data: bytes) -> Command | Request:
     if not isinstance(payload, list) or not payload:
         raise CommandDecodeError("payload is not a versioned array")
     version = payload[0]
-    decoder = _DECODERS.get(version) if isinstance(version, int) else None
+    decoder = _DECODERS.get(version) if type(version) is int else None
     if decoder is None:
         raise CommandDecodeError(f"unknown command format version {version!r}")
     try:

@@ -143,7 +143,7 @@ class StateMachine:
         self._applied_index = meta.applied_index
         self._applied_term = meta.applied_term
         self._conf_state = meta.conf_state
-        self._reload_next_expiry()
+        self._reload_caches()
 
     def close(self) -> None:
         """Close the database (a clean close checkpoints SQLite's WAL)."""
@@ -249,7 +249,7 @@ class StateMachine:
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
-            self._reload_next_expiry()
+            self._reload_caches()
             raise
         self._applied_index = last.index
         self._applied_term = last.term
@@ -293,7 +293,9 @@ class StateMachine:
             now = timestamp_micros(req.timestamp)
             if self._next_expiry is not None and self._next_expiry <= now:
                 conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
-                self._reload_next_expiry()
+                self._next_expiry = conn.execute(
+                    "SELECT min(expires_at) FROM idempotency"
+                ).fetchone()[0]
             if key is not None:
                 fingerprint = hashlib.sha256(
                     req.actor.encode() + b"\0" + encode_command(req.command)
@@ -321,10 +323,6 @@ class StateMachine:
             if self._next_expiry is None or expires < self._next_expiry:
                 self._next_expiry = expires
         return result
-
-    def _reload_next_expiry(self) -> None:
-        row = self.conn.execute("SELECT min(expires_at) FROM idempotency").fetchone()
-        self._next_expiry = row[0]
 
     def _audit_event(
         self,
@@ -370,6 +368,7 @@ class StateMachine:
                 conn.execute("RELEASE batch")
                 del self._audit[mark[0] :]
                 self._seq = mark[1]
+                self._reload_caches()
                 return ApplyResult(
                     index,
                     result.status,
@@ -383,10 +382,13 @@ class StateMachine:
         )
 
     def _namespace_exists(self, path: str) -> bool:
-        return (
-            self.conn.execute("SELECT 1 FROM namespaces WHERE path = ?", (path,)).fetchone()
-            is not None
-        )
+        return path in self._namespaces
+
+    def _reload_caches(self) -> None:
+        """Re-derive the in-memory caches from the database (after a rollback)."""
+        conn = self.conn
+        self._namespaces = {row[0] for row in conn.execute("SELECT path FROM namespaces")}
+        self._next_expiry = conn.execute("SELECT min(expires_at) FROM idempotency").fetchone()[0]
 
     def _put_namespace(self, index: int, req: Request, cmd: PutNamespace) -> ApplyResult:
         conn = self.conn
@@ -398,6 +400,7 @@ class StateMachine:
                 "INSERT INTO namespaces VALUES (?, ?, ?, ?, ?)",
                 (cmd.path, cmd.description, cmd.owner, req.timestamp, req.timestamp),
             )
+            self._namespaces.add(cmd.path)
             self._audit_event(index, req, "namespace.created", cmd.path)
             status, created_at = ApplyStatus.CREATED, req.timestamp
         else:
@@ -426,6 +429,7 @@ class StateMachine:
             self._audit_event(index, req, "config.deleted", cmd.path, key, value, None, version)
         conn.execute("DELETE FROM entries WHERE namespace = ?", (cmd.path,))
         conn.execute("DELETE FROM namespaces WHERE path = ?", (cmd.path,))
+        self._namespaces.discard(cmd.path)
         self._audit_event(index, req, "namespace.deleted", cmd.path)
         return ApplyResult(
             index,
