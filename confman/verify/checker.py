@@ -185,6 +185,7 @@ def _search(model: Model, ops: History, progress: _Progress) -> Generator[None, 
     inputs = [(op.kind, op.input) for op in ops]
     outputs = [UNKNOWN if op.indeterminate else op.output for op in ops]
     determinate = [not op.indeterminate for op in ops]
+    pure = [model.is_pure(inputs[i], outputs[i]) for i in range(len(ops))]
 
     # Events sorted by time; at equal times calls come first (such operations overlap).
     events: list[tuple[float, int, int]] = []
@@ -194,9 +195,11 @@ def _search(model: Model, ops: History, progress: _Progress) -> Generator[None, 
             events.append((op.effective_ret, 1, i))
     events.sort()
     # Entry 0 is the head, 1..m the events, m + 1 the tail. op_of[e] >= 0: call of that
-    # operation; < 0: return of operation ~op_of[e]. ret_of[e]: the return entry of a call.
+    # operation; < 0: return of operation ~op_of[e] (and op_of[0] = -1 for the head, which
+    # the loop visits only to backtrack). ret_of[e]: the return entry of a call.
     m = len(events)
     op_of = [0] * (m + 2)
+    op_of[0] = -1
     ret_of = [0] * (m + 2)
     call_entry = [0] * len(ops)
     for e, (_, is_ret, i) in enumerate(events, 1):
@@ -230,7 +233,13 @@ def _search(model: Model, ops: History, progress: _Progress) -> Generator[None, 
             if ok:
                 new_linearized = linearized | bits[i]
                 memo = (new_linearized, new_state)
-                if memo not in cache:
+                if memo in cache:
+                    if pure[i]:
+                        # A pure operation that is possible now can be moved to the front
+                        # of any continuation; all of those failed, so this node fails.
+                        entry = 0
+                        continue
+                else:
                     cache.add(memo)
                     stack.append((entry, state, linearized))
                     state = new_state
@@ -253,19 +262,24 @@ def _search(model: Model, ops: History, progress: _Progress) -> Generator[None, 
                     continue
             entry = nxt[entry]
         else:
-            if not stack:
-                progress.verdict = NOT_LINEARIZABLE
-                progress.explored = len(cache)
-                return
-            entry, state, linearized = stack.pop()
-            # put the call and its return back, in reverse order of removal
-            r = ret_of[entry]
-            if r:
-                nxt[prv[r]] = r
-                prv[nxt[r]] = r
-                remaining += 1
-            nxt[prv[entry]] = entry
-            prv[nxt[entry]] = entry
+            # A return (or entry 0: a dead end found early): backtrack. Popping a pure
+            # operation means its node failed too (see above), so keep popping.
+            while True:
+                if not stack:
+                    progress.verdict = NOT_LINEARIZABLE
+                    progress.explored = len(cache)
+                    return
+                entry, state, linearized = stack.pop()
+                # put the call and its return back, in reverse order of removal
+                r = ret_of[entry]
+                if r:
+                    nxt[prv[r]] = r
+                    prv[nxt[r]] = r
+                    remaining += 1
+                nxt[prv[entry]] = entry
+                prv[nxt[entry]] = entry
+                if not pure[op_of[entry]]:
+                    break
             entry = nxt[entry]
     progress.verdict = LINEARIZABLE
     progress.order = [op_of[s[0]] for s in stack]

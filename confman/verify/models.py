@@ -34,6 +34,15 @@ class Model(ABC):
     def step(self, state: State, input: Input, output: Any) -> tuple[bool, State]:
         """(may `input` return `output` in `state`?, the state after it)."""
 
+    def is_pure(self, input: Input, output: Any) -> bool:
+        """True if an operation with this input and observed output leaves every state in
+        which it is possible unchanged (a read; a compare-and-set that did not apply).
+
+        The checker linearizes such an operation as soon as it is possible and never tries
+        the alternatives, so a wrong True makes the checker unsound; False is always safe.
+        """
+        return input[0] in self.read_only_kinds and output is not UNKNOWN
+
     def partition(self, history: History) -> list[History]:
         """Independent sub-histories (P-compositionality); by default the whole history."""
         return [list(history)] if history else []
@@ -97,11 +106,20 @@ class RegisterModel(Model):
             return not applies, state
         raise ValueError(f"register: unknown operation kind {kind!r}")
 
+    def is_pure(self, input: Input, output: Any) -> bool:
+        return input[0] == "read" or (input[0] == "cas" and output is False)
+
     def describe_operation(self, op: Operation) -> str:
-        if op.kind == "cas" and not op.indeterminate and op.status == "ok":
-            old, new = op.input
-            return f"cas({old!r} -> {new!r}) -> {'applied' if op.output else 'value differed'}"
-        return super().describe_operation(op)
+        if op.kind != "cas":
+            return super().describe_operation(op)
+        old, new = op.input
+        if op.indeterminate:
+            outcome = "?"
+        elif op.status == "fail":
+            outcome = "failed"
+        else:
+            outcome = "applied" if op.output else "value differed"
+        return f"cas({old!r} -> {new!r}) -> {outcome}"
 
 
 MapState = tuple[tuple[Any, Any], ...]
@@ -216,3 +234,9 @@ class VersionedMapModel(_KeyedModel):
                 return True, after
             return bool(output) == (current is not None), after
         raise ValueError(f"versioned-map: unknown operation kind {kind!r}")
+
+    def is_pure(self, input: Input, output: Any) -> bool:
+        kind = input[0]
+        return (kind == "read" and output is not UNKNOWN) or (
+            kind in ("cas", "delete") and output is False
+        )
