@@ -56,10 +56,14 @@ class MemoryStorage:
             EMPTY_SNAPSHOT if conf_state is None else Snapshot(SnapshotMeta(0, 0, conf_state))
         )
         self._ents: list[Entry] = [Entry(term=0, index=0)]
+        #: Membership to start the core with when it differs from the snapshot's (the
+        #: runtime sets it to the state machine's membership at its applied index).
+        self.conf_state: ConfState | None = None
 
     # -- LogStorage -------------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ConfState]:
-        return self.hard_state, self._snapshot.meta.conf_state
+        conf = self.conf_state if self.conf_state is not None else self._snapshot.meta.conf_state
+        return self.hard_state, conf
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         offset = self._ents[0].index
