@@ -10,9 +10,20 @@ log once per election.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from confman.raft.storage import LogStorage
 from confman.raft.types import Entry, EntryType, HardState, NodeId
+
+
+class _Terms(Protocol):
+    """The part of a log the commit checks read (``RaftLog`` and ``LogStorage`` have it)."""
+
+    def first_index(self) -> int: ...
+
+    def last_index(self) -> int: ...
+
+    def term(self, index: int) -> int: ...
 
 
 class Violation(Exception):
@@ -63,6 +74,7 @@ class Checker:
     def __init__(self) -> None:
         self.leaders: dict[int, NodeId] = {}  # term -> its leader
         self.committed: dict[int, _Known] = {}  # index -> entry some node applied
+        self.commit_terms: dict[int, int] = {}  # index -> term of the entry committed there
         self.digests: dict[int, int] = {}  # index -> state digest after applying it
         self.max_commit = 0  # highest commit index any node has reported
         self.max_commit_node: NodeId = ""
@@ -88,7 +100,7 @@ class Checker:
             )
         return False
 
-    def leader_completeness(self, node: NodeId, term: int, log: LogStorage) -> None:
+    def leader_completeness(self, node: NodeId, term: int, log: _Terms) -> None:
         """A new leader of ``term`` holds every entry committed in earlier terms."""
         self.checked_leaders += 1
         upto = 0
@@ -105,26 +117,38 @@ class Checker:
                 f"(reported by {self.max_commit_node})",
                 (node,), term, last + 1,
             )
+        terms = self.commit_terms
         for i in range(log.first_index(), upto + 1):
-            known = self.committed.get(i)
-            if known is not None and log.term(i) != known.term:
+            known = terms.get(i)
+            if known is not None and log.term(i) != known:
                 raise Violation(
                     "leader-completeness",
-                    f"new leader has term {log.term(i)} where term {known.term} was committed "
-                    f"(applied by {known.node})",
-                    (node, known.node), term, i,
+                    f"new leader has term {log.term(i)} where term {known} was committed",
+                    (node,), term, i,
                 )
 
     # -- commit index -------------------------------------------------------------------
-    def commit(self, node: NodeId, commit: int, term: int) -> None:
-        """``node`` reports ``commit``: it must never decrease within one incarnation."""
+    def commit(self, node: NodeId, commit: int, term: int, log: _Terms) -> None:
+        """``node`` reports ``commit``: never decreasing, and agreeing on committed terms."""
         prev = self._commit.get(node, 0)
+        if commit == prev:
+            return
         if commit < prev:
             raise Violation(
                 "commit-monotonic", f"commit index went back from {prev} to {commit}", (node,),
                 term, commit,
             )
         self._commit[node] = commit
+        terms = self.commit_terms
+        for i in range(max(prev + 1, log.first_index()), commit + 1):
+            t = log.term(i)
+            known = terms.setdefault(i, t)
+            if known != t:
+                raise Violation(
+                    "committed-lost",
+                    f"{node} committed an entry of term {t} where term {known} was committed",
+                    (node,), t, i,
+                )
         if commit > self.max_commit:
             self.max_commit = commit
             self.max_commit_node = node

@@ -11,11 +11,15 @@ The run has two phases. During ``profile.fault_ticks`` the profile's faults happ
 faults stop (links heal, the network becomes reliable with delays of at most one tick,
 crashed members restart) and liveness is required:
 
-- a leader exists within ``leader_bound`` ticks (8 election timeouts, ``8 * election_max``);
-- from then on each client proposal is applied on its leader within ``commit_bound`` ticks
-  (one election timeout, ``election_max``), retries after a lost proposal included;
+- the cluster is never without a leader for more than ``leader_bound`` ticks
+  (8 election timeouts: ``8 * election_tick_max``);
+- a proposal accepted by a leader is applied within ``commit_bound`` ticks (one election
+  timeout: ``election_tick_max``) unless that leader loses its term first; the client then
+  retries at the new leader;
 - after ``LIVE_PROPOSALS`` acknowledged proposals, every live member applies up to the
-  cluster's commit index within ``commit_bound`` more ticks.
+  cluster's commit index within ``commit_bound`` more ticks of the same leader;
+- leadership changes at most ``MAX_CALM_LEADER_CHANGES`` times (a node that rejoins with a
+  higher term may legitimately depose the first leader, more so without pre-vote).
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ import struct
 import traceback
 from dataclasses import dataclass, field
 
-from confman.raft.config import Config
 from confman.raft.confchange import decode_conf_change
+from confman.raft.config import Config
 from confman.raft.node import RawNode
 from confman.raft.storage import MemoryStorage
 from confman.raft.types import (
@@ -49,6 +53,7 @@ from confman.sim.scenarios import Profile
 
 MT = MessageType
 LIVE_PROPOSALS = 3
+MAX_CALM_LEADER_CHANGES = 3
 SPARES = 2  # nodes outside the initial configuration, for membership changes
 _SNAP = struct.Struct("<qq")  # the simulated state machine's snapshot: (index, digest)
 
@@ -155,10 +160,12 @@ class Cluster:
         self.reports: list[tuple[NodeId, NodeId, bool | None]] = []  # (from, peer, snap ok)
         self.calm = False
         self.calm_since = -1
-        # Liveness client: (payload, started, index, node), acknowledged count, done tick.
+        # Liveness client: (payload, proposed at, leader term, leader), acknowledged count.
         self.live: tuple[bytes, int, int, NodeId] | None = None
-        self.live_started = -1
         self.live_acked = 0
+        self.leader_changes = 0
+        self.calm_leader: tuple[NodeId, int] | None = None
+        self.no_leader_since = -1
         self.converge_by = -1
         for nid in self.initial:
             self._start(nid, MemoryStorage(self.bootstrap))
@@ -309,12 +316,17 @@ class Cluster:
                 self._ev(f"{sn.id} leader of term {raw.term} (last {raw.log.last_index()})")
                 chk.leader_completeness(sn.id, raw.term, raw.log)
                 self.leader_hint = sn.id
-            chk.commit(sn.id, raw.commit_index, raw.term)
+            chk.commit(sn.id, raw.commit_index, raw.term, raw.log)
             if sn.pending is not None or not raw.has_ready():
                 return
             rd = raw.ready()
             p = self.p
-            if raw.role == Role.LEADER and p.send_first and self.rng.random() < p.send_first:
+            if (
+                raw.role == Role.LEADER
+                and p.send_first
+                and not self.calm
+                and self.rng.random() < p.send_first
+            ):
                 self._send(sn, rd.messages, durable=False)
                 sn.pending = (rd, self.now + self.rng.randint(*p.persist_delay))
                 return
@@ -366,7 +378,8 @@ class Cluster:
             if not net.send(m, now):
                 self._lost(m)
         p = self.p
-        if voted and p.crash_after_vote and not self.calm and self.rng.random() < p.crash_after_vote:
+        crash = p.crash_after_vote
+        if voted and crash and not self.calm and self.rng.random() < crash:
             self._crash(sn, "right after voting", (1, 3))
             return True
         return False
@@ -380,6 +393,11 @@ class Cluster:
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
             index, digest = _SNAP.unpack(rd.snapshot.data)
+            if index != meta.index:
+                raise Violation(
+                    "snapshot-integrity", f"snapshot meta says {meta.index}, data holds {index}",
+                    (nid,), meta.term, meta.index,
+                )
             if meta.index <= sn.applied:
                 raise Violation(
                     "apply-order", f"snapshot at {meta.index} but already applied {sn.applied}",
@@ -402,12 +420,15 @@ class Cluster:
         raw.advance(rd)
         every = self.p.snapshot_every
         st = sn.storage
-        if every and sn.applied - st.snapshot().meta.index >= every:
-            if sn.applied <= st.last_index():
-                st.create_snapshot(sn.applied, sn.conf, _SNAP.pack(sn.applied, sn.digest))
-                upto = sn.applied - self.p.snapshot_keep
-                if upto >= st.first_index():
-                    st.compact(upto)
+        if (
+            every
+            and sn.applied - st.snapshot().meta.index >= every
+            and sn.applied <= st.last_index()
+        ):
+            st.create_snapshot(sn.applied, sn.conf, _SNAP.pack(sn.applied, sn.digest))
+            upto = sn.applied - self.p.snapshot_keep
+            if upto >= st.first_index():
+                st.compact(upto)
 
     def _apply_conf(self, sn: SimNode, raw: RawNode, cc: ConfChange, index: int) -> None:
         sn.conf = raw.apply_conf_change(cc)
@@ -673,27 +694,42 @@ class Cluster:
     def _liveness(self) -> bool:
         """Drive and judge the calm phase; True once liveness has been shown."""
         now = self.now
-        since = now - self.calm_since
         ld = self._leader()
+        if ld is None:
+            if self.no_leader_since < 0:
+                self.no_leader_since = now
+            elif now - self.no_leader_since > self.leader_bound:
+                raise Violation(
+                    "liveness", f"no leader for {self.leader_bound} ticks after faults stopped"
+                )
+            return False
+        self.no_leader_since = -1
+        raw = ld.raw
+        assert raw is not None
         if self.stats.leader_after_calm < 0:
-            if ld is None:
-                if since > self.leader_bound:
+            self.stats.leader_after_calm = now - self.calm_since
+        if self.calm_leader != (ld.id, raw.term):
+            if self.calm_leader is not None:
+                self.leader_changes += 1
+                if self.leader_changes > MAX_CALM_LEADER_CHANGES:
                     raise Violation(
-                        "liveness", f"no leader {self.leader_bound} ticks after faults stopped"
+                        "liveness",
+                        f"leadership changed {self.leader_changes} times after faults stopped",
+                        (self.calm_leader[0], ld.id), raw.term, None,
                     )
-                return False
-            self.stats.leader_after_calm = since
+            self.calm_leader = (ld.id, raw.term)
+            self.converge_by = -1
         if self.live_acked < LIVE_PROPOSALS:
-            self._live_propose(ld)
+            self._live_propose(ld, raw)
             return False
         if self.converge_by < 0:
             self.converge_by = now + self.commit_bound
         target = self.checker.max_commit
+        cs = raw.conf_state()
         behind = [
             sn for sn in self.nodes.values()
-            if sn.raw is not None and not sn.retired and sn.applied < target
-            and ld is not None and ld.raw is not None
-            and (sn.id in ld.raw.conf_state().voters or sn.id in ld.raw.conf_state().learners)
+            if sn.raw is not None and sn.applied < target
+            and (sn.id in cs.voters or sn.id in cs.learners)
         ]
         if not behind:
             return True
@@ -707,37 +743,32 @@ class Cluster:
             )
         return False
 
-    def _live_propose(self, ld: SimNode | None) -> None:
-        now = self.now
-        if self.live is not None:
-            payload, _started, idx, nid = self.live
+    def _live_propose(self, ld: SimNode, raw: RawNode) -> None:
+        """Propose to the leader; each proposal a stable leader accepted must commit in time."""
+        live = self.live
+        if live is not None:
+            payload, started, term, nid = live
             at = self.checker.applied_at(payload)
             if at is not None:
                 self.live_acked += 1
                 self.live = None
-                self.live_started = -1
                 self._ev(f"liveness proposal {payload.decode()} committed at {at}")
                 return
-        if self.live_started >= 0 and now - self.live_started > self.commit_bound:
-            raise Violation(
-                "liveness",
-                f"proposal not committed {self.commit_bound} ticks after it was first made",
-                (ld.id,) if ld is not None else (), None, None,
-            )
-        if ld is None or ld.raw is None:
-            return
-        if self.live is not None:
-            payload, _started, idx, nid = self.live
-            if nid == ld.id and ld.raw.log.last_index() >= idx:
-                return  # still in flight on the current leader
+            if nid == ld.id and term == raw.term:
+                if self.now - started > self.commit_bound:
+                    raise Violation(
+                        "liveness",
+                        f"proposal {payload.decode()} not committed {self.commit_bound} ticks "
+                        f"after leader {nid} accepted it",
+                        (nid,), term, None,
+                    )
+                return
         try:
             payload = self._payload()
-            idx = ld.raw.propose(payload)
+            raw.propose(payload)
         except (NotLeaderError, ProposalDroppedError):
             return
-        if self.live_started < 0:
-            self.live_started = now
-        self.live = (payload, now, idx, ld.id)
+        self.live = (payload, self.now, raw.term, ld.id)
         self._after(ld)
 
 

@@ -79,7 +79,8 @@ PROFILES: tuple[Profile, ...] = (
     Profile(
         "bug_figure8", nodes=5, net=NetFaults(drop=0.3, delay_max=2), crash=0.05,
         crash_leader=0.9, down_len=(1, 30), election=(15, 20), propose=0.6,
-        partition=0.03, partition_len=(10, 40),
+        partition=0.03, partition_len=(10, 40), send_first=1.0, persist_delay=(1, 4),
+        crash_in_window=0.2,
     ),
     Profile(
         "bug_vote_crash", nodes=5, net=NetFaults(delay_max=2), pre_vote=False,
