@@ -164,9 +164,8 @@ def _partition_result(
     elif progress.verdict == NOT_LINEARIZABLE:
         explanation = explain(model, ops, progress.order, progress.state, key)
     else:
-        explanation = f"undecided ({cut_short}) after {progress.explored} states: " + explain(
-            model, ops, progress.order, progress.state, key, exhausted=False
-        )
+        headline = f"undecided ({cut_short}, {progress.explored} states explored)"
+        explanation = explain(model, ops, progress.order, progress.state, key, headline)
     return PartitionResult(
         key=key,
         operations=len(ops),
@@ -302,19 +301,18 @@ def explain(
     prefix: Sequence[int],
     state: State,
     key: Any = None,
-    exhausted: bool = True,
+    headline: str = "not linearizable",
     show_prefix: int = 8,
 ) -> str:
     """Why the search got no further than `prefix` (indices into `ops`, in linearization
     order, ending in `state`): the operation that had to take effect next and every candidate
     that could have been linearized at that point, with the reason it could not.
-    `exhausted`: the search tried every continuation (False after a timeout)."""
+    `headline` says what kind of search ended there."""
     where = "" if key is None else f" for key {key!r}"
     done = set(prefix)
     pending = [i for i in range(len(ops)) if i not in done]
-    verdict = "not linearizable" if exhausted else "undecided (time limit reached)"
     lines = [
-        f"{verdict}{where}: the longest linearizable prefix found has "
+        f"{headline}{where}: the longest linearizable prefix found has "
         f"{len(prefix)} of {len(ops)} operations and leaves the state "
         f"{model.describe_state(state)}"
     ]
@@ -327,19 +325,24 @@ def explain(
         return "\n".join(lines)
     first = min(deadlines, key=lambda i: ops[i].effective_ret)
     due = ops[first].effective_ret
-    lines.append(
-        f"  then {_line(model, ops[first])} must take effect by {due:g}, but no pending "
-        "operation can be linearized next:"
-    )
+    candidates = []
+    any_possible = False
     for i in sorted((i for i in pending if ops[i].call <= due), key=lambda i: ops[i].call):
         op = ops[i]
         output = UNKNOWN if op.indeterminate else op.output
-        ok, after = model.step(state, (op.kind, op.input), output)
-        if ok:
-            why = f"possible (state becomes {model.describe_state(after)})"
-            if exhausted:
-                why += ", but every continuation from there fails"
+        possible, after = model.step(state, (op.kind, op.input), output)
+        if possible:
+            # only after a timeout: a finished search would have gone deeper through it
+            any_possible = True
+            why = f"possible (state becomes {model.describe_state(after)}), not yet explored"
         else:
             why = f"impossible in state {model.describe_state(state)}"
-        lines.append(f"    - {_line(model, op)}: {why}")
+        candidates.append(f"    - {_line(model, op)}: {why}")
+    then = (
+        "the operations that could go next:"
+        if any_possible
+        else "but no pending operation can be linearized next:"
+    )
+    lines.append(f"  then {_line(model, ops[first])} must take effect by {due:g}, {then}")
+    lines.extend(candidates)
     return "\n".join(lines)

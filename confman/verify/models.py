@@ -178,13 +178,13 @@ class KeyValueModel(_KeyedModel):
 
     def step(self, state: State, input: Input, output: Any) -> tuple[bool, State]:
         kind, (key, value) = input
-        current = map_get(state, key, "")  # type: ignore[arg-type]
+        current = map_get(state, key, "")
         if kind == "get":
             return (output is UNKNOWN or output == current), state
         if kind == "put":
-            return True, map_set(state, key, value)  # type: ignore[arg-type]
+            return True, map_set(state, key, value)
         if kind == "append":
-            return True, map_set(state, key, current + value)  # type: ignore[arg-type]
+            return True, map_set(state, key, current + value)
         raise ValueError(f"kv: unknown operation kind {kind!r}")
 
 
@@ -205,7 +205,7 @@ class VersionedMapModel(_KeyedModel):
     def step(self, state: State, input: Input, output: Any) -> tuple[bool, State]:
         kind, arg = input
         key = arg[0]
-        current = map_get(state, key)  # type: ignore[arg-type]
+        current = map_get(state, key)
         next_version = 1 if current is None else current[1] + 1
         if kind == "read":
             if output is UNKNOWN:
@@ -215,13 +215,14 @@ class VersionedMapModel(_KeyedModel):
             return (current[0] == output[0] and current[1] == output[1]), state
         if kind == "write":
             ok = output is UNKNOWN or output is None or output == next_version
-            return ok, map_set(state, key, (arg[1], next_version))  # type: ignore[arg-type]
+            return ok, map_set(state, key, (arg[1], next_version))
         if kind == "cas":
             _, expected, value = arg
-            applies = current is None if expected is None else (
-                current is not None and current[1] == expected
-            )
-            after = map_set(state, key, (value, next_version)) if applies else state  # type: ignore[arg-type]
+            if expected is None:
+                applies = current is None
+            else:
+                applies = current is not None and current[1] == expected
+            after = map_set(state, key, (value, next_version)) if applies else state
             if output is UNKNOWN:
                 return True, after
             if output is False:
@@ -229,7 +230,7 @@ class VersionedMapModel(_KeyedModel):
             ok = applies and (output is True or output == next_version)
             return ok, after
         if kind == "delete":
-            after = state if current is None else map_delete(state, key)  # type: ignore[arg-type]
+            after = state if current is None else map_delete(state, key)
             if output is UNKNOWN or output is None:
                 return True, after
             return bool(output) == (current is not None), after

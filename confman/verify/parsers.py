@@ -76,6 +76,7 @@ _TOKEN = re.compile(
     r'|(?P<close>[\]})])|(?P<atom>[^\s,\[\]{}()"]+)'
 )
 _SEPARATORS = re.compile(r"[\s,]*")
+_CLOSERS = {"[": "]", "{": "}", "(": ")"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 
 
@@ -119,9 +120,7 @@ def _edn_value(tokens: list[re.Match[str]], pos: int, text: str) -> tuple[Any, i
         while pos < len(tokens) and tokens[pos].group("close") is None:
             item, pos = _edn_value(tokens, pos, text)
             items.append(item)
-        if pos >= len(tokens) or tokens[pos].group("close") != {"[": "]", "{": "}", "(": ")"}[
-            opener
-        ]:
+        if pos >= len(tokens) or tokens[pos].group("close") != _CLOSERS[opener]:
             raise ValueError(f"unbalanced EDN: {text!r}")
         if opener == "{":
             if len(items) % 2:
