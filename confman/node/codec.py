@@ -112,7 +112,26 @@ def _entry_from(v: Any) -> Entry:
 
 
 def _entries_from(v: Any) -> list[Entry]:
-    return [_entry_from(e) for e in _array(v, "entries")]
+    """Decode a list of entries; an inlined fast path, ``_entry_from`` names any error."""
+    out: list[Entry] = []
+    append = out.append
+    types = _ENTRY_TYPES
+    for f in _array(v, "entries"):
+        if type(f) is list and len(f) == 4:
+            term, index, etype, data = f
+            if (
+                type(term) is int
+                and type(index) is int
+                and type(data) is bytes
+                and type(etype) is int
+                and term >= 0
+                and index >= 0
+                and etype in types
+            ):
+                append(Entry(term, index, types[etype], data))
+                continue
+        append(_entry_from(f))
+    return out
 
 
 def _hard_state_fields(hs: HardState) -> tuple[int, str | None, int]:
