@@ -212,7 +212,7 @@ class VersionedMapModel(_KeyedModel):
                 return True, state
             if output is None or current is None:
                 return output is None and current is None, state
-            return (current[0] == output[0] and current[1] == output[1]), state
+            return isinstance(output, tuple | list) and tuple(output) == current, state
         if kind == "write":
             ok = output is UNKNOWN or output is None or output == next_version
             return ok, map_set(state, key, (arg[1], next_version))
