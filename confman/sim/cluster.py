@@ -70,6 +70,7 @@ class SimNode:
     conf: ConfState = field(default_factory=ConfState)
     restart_at: int = -1  # tick of a scheduled restart, -1 when none
     retire_at: int = -1  # tick it shuts down after being removed, -1 when none
+    crash_at: int = -1  # tick of a scheduled crash, -1 when none
     retired: bool = False
     pending: tuple[Ready, int] | None = None  # a leader's Ready whose disk write is due
     reads: dict[bytes, int] = field(default_factory=dict)  # ReadIndex ctx -> floor
@@ -214,6 +215,10 @@ class Cluster:
                 self._restart(sn)
             if sn.retire_at == now:
                 self._maybe_retire(sn)
+            if sn.crash_at == now:
+                sn.crash_at = -1
+                if sn.up and not self.calm:
+                    self._crash(sn, "new leader killed", self.p.down_len)
         if self.reports:
             self._deliver_reports()
         if self.calm:
@@ -312,15 +317,24 @@ class Cluster:
             raw = sn.raw
             if raw is None:
                 return
+            fresh = False
             if raw.role == Role.LEADER and chk.leader(sn.id, raw.term):
+                fresh = True
                 self._ev(f"{sn.id} leader of term {raw.term} (last {raw.log.last_index()})")
                 chk.leader_completeness(sn.id, raw.term, raw.log)
                 self.leader_hint = sn.id
+                kill = self.p.kill_new_leader
+                if kill and not self.calm and self.rng.random() < kill:
+                    sn.crash_at = self.now + self.rng.randint(*self.p.kill_delay)
             chk.commit(sn.id, raw.commit_index, raw.term, raw.log)
             if sn.pending is not None or not raw.has_ready():
                 return
             rd = raw.ready()
             p = self.p
+            if fresh and p.unsent_leader and not self.calm and self.rng.random() < p.unsent_leader:
+                self._persist(sn, rd)
+                self._crash(sn, "new leader, after its disk write, before sending", p.down_len)
+                return
             if (
                 raw.role == Role.LEADER
                 and p.send_first

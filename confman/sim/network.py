@@ -24,6 +24,7 @@ class NetFaults:
     delay_max: int = 0  # ticks, inclusive
     slow: float = 0.0  # probability of a long delay (up to ``slow_max`` ticks): stale replays
     slow_max: int = 0
+    drop_append: float = 0.0  # extra loss for appends that carry entries (partial replication)
 
     @property
     def max_delay(self) -> int:
@@ -62,7 +63,9 @@ class Network:
             return False
         f = self.faults
         rng = self.rng
-        if f.drop and rng.random() < f.drop:
+        if (f.drop and rng.random() < f.drop) or (
+            f.drop_append and msg.entries and rng.random() < f.drop_append
+        ):
             self.stats.dropped += 1
             return True
         copies = 1

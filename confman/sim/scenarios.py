@@ -32,6 +32,11 @@ class Profile:
     crash_leader: float = 0.5  # share of crashes aimed at the leader
     down_len: tuple[int, int] = (3, 80)
     crash_after_vote: float = 0.0  # chance to crash right after sending a granted vote
+    kill_new_leader: float = 0.0  # chance a newly elected leader crashes soon after
+    kill_delay: tuple[int, int] = (1, 6)
+    #: chance a new leader crashes after persisting its first Ready, before sending it
+    #: (its no-op entry survives on its disk only: the ingredient of Figure 8)
+    unsent_leader: float = 0.0
     # a leader's Ready: messages go out first and its disk write lands this much later
     send_first: float = 0.0
     persist_delay: tuple[int, int] = (1, 3)
