@@ -1,0 +1,5 @@
+"""``python -m confman`` is the ``confman`` command."""
+
+from confman.cli import main
+
+main(prog_name="confman")

@@ -1,0 +1,68 @@
+"""Prometheus metrics of one node (a registry per node, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class NodeMetrics:
+    """The metrics the runtime updates."""
+
+    def __init__(self, node_id: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.term = Gauge("confman_raft_term", "Current Raft term", registry=r)
+        self.role = Gauge(
+            "confman_raft_role", "1 for this node's current role", ["role"], registry=r
+        )
+        self.leader_changes = Counter(
+            "confman_raft_leader_changes", "Times the known leader changed", registry=r
+        )
+        self.elections = Counter(
+            "confman_raft_elections", "Elections this node started", registry=r
+        )
+        self.commit_index = Gauge("confman_raft_commit_index", "Commit index", registry=r)
+        self.applied_index = Gauge("confman_raft_applied_index", "Applied index", registry=r)
+        self.last_index = Gauge("confman_raft_last_index", "Last log index", registry=r)
+        self.lag_entries = Gauge(
+            "confman_replication_lag_entries",
+            "Entries a follower is behind the leader's log (leader only)",
+            ["peer"],
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "confman_replication_last_ack_seconds",
+            "Seconds since the follower last answered the leader (leader only)",
+            ["peer"],
+            registry=r,
+        )
+        self.commit_latency = Histogram(
+            "confman_commit_latency_seconds",
+            "From proposal to applied result",
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.fsync_latency = Histogram(
+            "confman_wal_fsync_seconds", "WAL write + fdatasync", buckets=_LATENCY, registry=r
+        )
+        self.apply_latency = Histogram(
+            "confman_apply_seconds", "Applying one batch to SQLite", buckets=_LATENCY, registry=r
+        )
+        self.proposals = Counter(
+            "confman_proposals", "Proposals accepted by this leader", registry=r
+        )
+        self.proposal_failures = Counter(
+            "confman_proposal_failures", "Proposals that failed", ["reason"], registry=r
+        )
+        self.batch_size = Histogram(
+            "confman_proposal_batch_size", "Proposals per log append", buckets=_BATCH, registry=r
+        )
+        self.snapshots = Counter("confman_snapshots", "Snapshots taken", registry=r)
+        self.snapshots_installed = Counter(
+            "confman_snapshots_installed", "Snapshots received and installed", registry=r
+        )
+        self.info = Gauge("confman_node_info", "Node identity", ["node_id"], registry=r)
+        self.info.labels(node_id=node_id).set(1)
