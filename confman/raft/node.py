@@ -154,7 +154,7 @@ class RawNode:
     def _set_conf(self, cs: ConfState) -> None:
         self.voters = tuple(cs.voters)
         self.learners = tuple(cs.learners)
-        members = set(self.voters) | set(self.learners)
+        members = (*self.voters, *self.learners)  # a deterministic order for broadcasts
         for p in list(self.prs):
             if p not in members:
                 del self.prs[p]
