@@ -147,6 +147,7 @@ class Runtime:
         self._clock_last = 0.0
         self._leader: str | None = None
         self._role = Role.FOLLOWER
+        self._persisted_vote: tuple[int, str | None] = (0, None)
         self.core: RawNode
         self.storage: MemoryStorage
         self.wal: WAL
@@ -252,6 +253,10 @@ class Runtime:
                 f"state database at {self.sm.applied_index} is older than the snapshot at "
                 f"{storage.first_index() - 1} and no snapshot file covers it"
             )
+        if storage.hard_state.commit < self.sm.applied_index:
+            hs = storage.hard_state
+            storage.set_hard_state(HardState(hs.term, hs.vote, self.sm.applied_index))
+        self._persisted_vote = (storage.hard_state.term, storage.hard_state.vote)
         storage.conf_state = self.sm.conf_state() if self.sm.applied_index else ConfState()
         self.storage = storage
         self.applied_index = self.sm.applied_index
@@ -535,18 +540,23 @@ class Runtime:
                 self.transport.send(early)
         if rd.snapshot is not None:
             await self._install_snapshot(rd.snapshot)
-        if rd.entries or rd.hard_state is not None:
+        hs = rd.hard_state
+        if hs is not None:
+            self.storage.set_hard_state(hs)
+        # A change of commit index alone is not written: recovery derives it from the
+        # applied index, so every WAL write can be a synced one.
+        vote_changed = hs is not None and (hs.term, hs.vote) != self._persisted_vote
+        if rd.entries or vote_changed:
             t0 = time.perf_counter()
-            sync = rd.must_sync and "node:ack_before_fsync" not in self.bugs
+            sync = "node:ack_before_fsync" not in self.bugs
             await loop.run_in_executor(
-                self._wal_exec, self.wal.save, rd.hard_state, rd.entries, sync
+                self._wal_exec, self.wal.save, self.storage.hard_state, rd.entries, sync
             )
-            if sync:
-                self.metrics.fsync_latency.observe(time.perf_counter() - t0)
+            self.metrics.fsync_latency.observe(time.perf_counter() - t0)
+            if hs is not None:
+                self._persisted_vote = (hs.term, hs.vote)
             if rd.entries:
                 self.storage.append(rd.entries)
-            if rd.hard_state is not None:
-                self.storage.set_hard_state(rd.hard_state)
         if late:
             self.transport.send(late)
         if rd.committed_entries:

@@ -1,0 +1,122 @@
+"""Node configuration: valid files load, every kind of mistake names its field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from confman.node.config import ConfigError, from_mapping, hash_key, load
+
+SECRET = "s" * 32
+ADMIN = hash_key("admin-key")
+
+
+def _raw() -> dict[str, Any]:
+    return {
+        "node_id": "n1",
+        "data_dir": "data/n1",
+        "cluster_secret": SECRET,
+        "members": [
+            {"id": "n1", "raft": "127.0.0.1:7100", "http": "http://127.0.0.1:6100"},
+            {"id": "n2", "raft": "127.0.0.1:7200", "http": "http://127.0.0.1:6200/"},
+        ],
+        "api_keys": [{"name": "ops", "key_sha256": ADMIN, "roles": ["admin"]}],
+    }
+
+
+def test_minimal_config_with_defaults(tmp_path: Path) -> None:
+    cfg = from_mapping(_raw(), tmp_path)
+    assert cfg.node_id == "n1" and cfg.data_dir == tmp_path / "data/n1"
+    assert cfg.http_listen == ("127.0.0.1", 6100) and cfg.raft_listen == ("127.0.0.1", 7100)
+    assert cfg.member.http == "http://127.0.0.1:6100/"
+    assert cfg.peer("n2") is not None and cfg.peer("zz") is None
+    assert cfg.election_ticks == (15, 30) and cfg.heartbeat_ticks == 7
+    assert cfg.replication_timeout_ms == 10_000 and cfg.max_body_bytes == 1 << 20
+    assert cfg.api_keys[0].namespaces == ("*",)
+    assert cfg.log_format == "json"
+
+
+def _mutate(path: list[Any], value: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(_raw())
+    target: Any = raw
+    for p in path[:-1]:
+        target = target[p]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (["node_id"], KeyError, "node_id: required"),
+        (["node_id"], "bad id!", "node_id"),
+        (["node_id"], "n9", "members: does not contain this node"),
+        (["cluster_secret"], "short", "cluster_secret"),
+        (["members", 1, "id"], "n1", "duplicate id 'n1'"),
+        (["members", 0, "raft"], "nohostport", "members[0].raft"),
+        (["members", 0, "raft"], "h:99999", "members[0].raft"),
+        (["members", 0, "http"], "ftp://x", "members[0].http"),
+        (["members", 0, "color"], "red", "members[0].color: unknown setting"),
+        (["api_keys", 0, "roles"], ["reader"], "unknown role 'reader'"),
+        (["api_keys", 0, "roles"], [], "api_keys[0].roles"),
+        (["api_keys", 0, "key_sha256"], "abc", "api_keys[0].key_sha256"),
+        (["api_keys", 0, "key"], "plain", "only allowed in the dev profile"),
+        (["api_keys", 0, "namespaces"], [], "api_keys[0].namespaces"),
+        (["profile"], "staging", "profile"),
+        (["raft"], {"election_timeout_ms": [300, 150]}, "raft.election_timeout_ms"),
+        (["raft"], {"tick_ms": 100}, "raft.tick_ms"),
+        (["raft"], {"heartbeat_ratio": 1.5}, "raft.heartbeat_ratio"),
+        (["raft"], {"snapshot_interval": 0}, "raft.snapshot_interval"),
+        (["raft"], {"snapshot_interval": True}, "raft.snapshot_interval"),
+        (["http"], {"max_body_bytes": "big"}, "http.max_body_bytes"),
+        (["log"], {"format": "xml"}, "log.format"),
+        (["typo_setting"], 1, "typo_setting: unknown setting"),
+    ],
+)
+def test_invalid_configs_name_the_field(path: list[Any], value: Any, field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        from_mapping(_mutate(path, value))
+
+
+def test_duplicate_keys_rejected() -> None:
+    raw = _raw()
+    raw["api_keys"].append({"name": "again", "key_sha256": ADMIN, "roles": ["viewer"]})
+    with pytest.raises(ConfigError, match="same key"):
+        from_mapping(raw)
+
+
+def test_dev_profile_accepts_plain_keys_and_hashes_them() -> None:
+    raw = _mutate(["api_keys", 0], {"name": "dev", "key": "k1", "roles": ["viewer"]})
+    raw["profile"] = "dev"
+    cfg = from_mapping(raw)
+    assert cfg.api_keys[0].key_sha256 == hash_key("k1") and cfg.log_format == "text"
+
+
+def test_load_file_with_env_and_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "node.toml"
+    f.write_text(
+        'node_id = "n1"\ndata_dir = "d"\ncluster_secret_file = "secret"\n'
+        '[[members]]\nid = "n1"\nraft = "127.0.0.1:7100"\nhttp = "http://127.0.0.1:6100/"\n'
+        '[[members]]\nid = "n2"\nraft = "127.0.0.1:7200"\nhttp = "http://127.0.0.1:6200/"\n'
+    )
+    (tmp_path / "secret").write_text(SECRET + "\n")
+    cfg = load(f, env={})
+    assert cfg.cluster_secret == SECRET.encode() and cfg.data_dir == tmp_path / "d"
+    cfg = load(f, env={"CONFMAN_NODE_ID": "n2", "CONFMAN_CLUSTER_SECRET": "e" * 20})
+    assert cfg.node_id == "n2" and cfg.cluster_secret == b"e" * 20
+    cfg = load(f, env={}, overrides={"data_dir": "/abs", "node_id": None})
+    assert cfg.data_dir == Path("/abs") and cfg.node_id == "n1"
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        (tmp_path / "bad.toml").write_text("node_id = ")
+        load(tmp_path / "bad.toml", env={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.toml", env={})
+    (tmp_path / "nosecret.toml").write_text(f.read_text().replace('"secret"', '"nofile"'))
+    with pytest.raises(ConfigError, match="cluster_secret_file"):
+        load(tmp_path / "nosecret.toml", env={})
