@@ -9,8 +9,13 @@ effect. Linearized sets are int bitsets and states are hashable, so the memo is 
 
 Indeterminate operations have no return event: they may be linearized anywhere after their
 call, and the search succeeds once every determinate operation is linearized (the remaining
-indeterminate ones are then placed last, which is the same as never). Failed operations
-(known not to have happened) and indeterminate reads are dropped before the search.
+indeterminate ones are then placed last, which is the same as never: models accept an
+unknown outcome in every state). Failed operations (known not to have happened) and
+indeterminate reads are dropped before the search.
+
+Pruning: an operation that never changes the state (`Model.is_pure`: a read, a cas that did
+not apply) and is possible now can be moved to the front of any continuation, so once the
+continuations through it fail, the node fails without trying its siblings.
 """
 
 from __future__ import annotations
