@@ -70,6 +70,8 @@ class Model(ABC):
 
 def _args(value: Any) -> str:
     if isinstance(value, tuple):
+        while len(value) > 1 and value[-1] is None:  # e.g. a get's (key, None)
+            value = value[:-1]
         return ", ".join(repr(v) for v in value)
     return repr(value)
 
@@ -196,7 +198,8 @@ class VersionedMapModel(_KeyedModel):
       and grow by one per change, a deleted and re-created key starts again at 1;
     - `cas` `(key, expected_version, value)` -> the new version (or True) if it applied,
       False if the current version differed; `expected_version` None means create-only;
-    - `delete` `(key,)` -> True if the key existed (and is now gone), False if absent.
+    - `delete` `(key,)` -> True if the key existed (and is now gone), False if absent
+      (None: not recorded).
     """
 
     name = "versioned-map"

@@ -116,6 +116,10 @@ class TestKeyValue:
         with pytest.raises(ValueError, match="unknown operation kind"):
             KV.step((), ("delete", ("k", None)), None)
 
+    def test_describe(self) -> None:
+        assert KV.describe_operation(ok(1, "get", ("k", None), "x", 0, 1)) == "get('k') -> 'x'"
+        assert KV.describe_operation(ok(1, "put", ("k", "v"), None, 0, 1)) == "put('k', 'v')"
+
 
 class TestVersionedMap:
     def test_versions_grow_by_one_per_change(self) -> None:
@@ -172,6 +176,11 @@ class TestVersionedMap:
         assert VM.is_pure(("delete", ("k",)), False)
         assert not VM.is_pure(("delete", ("k",)), True)
         assert not VM.is_pure(("read", ("k",)), UNKNOWN)
+
+    def test_describe(self) -> None:
+        cas = ok(1, "cas", ("k", None, "v"), 1, 0, 1)
+        assert VM.describe_operation(cas) == "cas('k', None, 'v') -> 1"
+        assert VM.describe_state((("k", ("v", 1)),)) == "{'k': ('v', 1)}"
 
     def test_partition_by_key(self) -> None:
         a = ok(1, "write", ("a", "1"), 1, 0, 1)
