@@ -71,7 +71,10 @@ def chain_digest(prev: int, entry: Entry) -> int:
 class Checker:
     """Global knowledge of one run and the checks against it."""
 
-    def __init__(self) -> None:
+    def __init__(self, commit_rule: bool = True) -> None:
+        #: Check the §5.4.2 commit rule directly; without it, a leader that commits an
+        #: old-term entry by counting replicas is caught only once the entry is lost.
+        self.commit_rule = commit_rule
         self.leaders: dict[int, NodeId] = {}  # term -> its leader
         self.committed: dict[int, _Known] = {}  # index -> entry some node applied
         self.commit_terms: dict[int, int] = {}  # index -> term of the entry committed there
@@ -128,11 +131,23 @@ class Checker:
                 )
 
     # -- commit index -------------------------------------------------------------------
-    def commit(self, node: NodeId, commit: int, term: int, log: _Terms) -> None:
-        """``node`` reports ``commit``: never decreasing, and agreeing on committed terms."""
+    def commit(
+        self, node: NodeId, commit: int, term: int, log: _Terms, leader: bool = False
+    ) -> None:
+        """``node`` reports ``commit``: never decreasing, and agreeing on committed terms.
+
+        With ``leader``, also the commit rule of §5.4.2: a leader moves its commit index
+        only onto an entry of its own term (older entries commit indirectly).
+        """
         prev = self._commit.get(node, 0)
         if commit == prev:
             return
+        if leader and self.commit_rule and commit > prev and log.term(commit) != term:
+            raise Violation(
+                "leader-commit-rule",
+                f"leader advanced its commit index onto an entry of term {log.term(commit)}",
+                (node,), term, commit,
+            )
         if commit < prev:
             raise Violation(
                 "commit-monotonic", f"commit index went back from {prev} to {commit}", (node,),

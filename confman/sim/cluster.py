@@ -135,6 +135,7 @@ class Cluster:
         profile: Profile,
         bugs: frozenset[str] = frozenset(),
         verbose: bool = False,
+        commit_rule: bool = True,
     ) -> None:
         self.seed = seed
         self.p = profile
@@ -142,7 +143,7 @@ class Cluster:
         self.verbose = verbose
         self.rng = random.Random(seed)
         self.net = Network(random.Random(self.rng.getrandbits(64)), profile.net)
-        self.checker = Checker()
+        self.checker = Checker(commit_rule)
         self.stats = RunStats()
         self.events: list[tuple[int, str]] = []
         self.now = 0
@@ -326,7 +327,7 @@ class Cluster:
                 kill = self.p.kill_new_leader
                 if kill and not self.calm and self.rng.random() < kill:
                     sn.crash_at = self.now + self.rng.randint(*self.p.kill_delay)
-            chk.commit(sn.id, raw.commit_index, raw.term, raw.log)
+            chk.commit(sn.id, raw.commit_index, raw.term, raw.log, raw.role == Role.LEADER)
             if sn.pending is not None or not raw.has_ready():
                 return
             rd = raw.ready()

@@ -82,10 +82,10 @@ PROFILES: tuple[Profile, ...] = (
     ),
     # Targeted mixes (see module docstring); also part of the rotation.
     Profile(
-        "bug_figure8", nodes=5, net=NetFaults(drop=0.3, delay_max=2), crash=0.05,
-        crash_leader=0.9, down_len=(1, 30), election=(15, 20), propose=0.6,
-        partition=0.03, partition_len=(10, 40), send_first=1.0, persist_delay=(1, 4),
-        crash_in_window=0.2,
+        "bug_figure8", fault_ticks=600, net=NetFaults(drop=0.1, delay_max=2), pre_vote=False,
+        check_quorum=False, election=(10, 14), heartbeat=3, crash=0.02, crash_leader=0.9,
+        down_len=(1, 10), send_first=1.0, persist_delay=(1, 3), crash_in_window=0.3,
+        unsent_leader=0.5,
     ),
     Profile(
         "bug_vote_crash", nodes=5, net=NetFaults(delay_max=2), pre_vote=False,

@@ -1,0 +1,90 @@
+"""Command line of the cluster simulator.
+
+Sweeps (progress every few seconds, then a summary; exit status 1 on any violation)::
+
+    python -m confman.sim                          # 2,000 seeds over every profile
+    python -m confman.sim --runs 100000 --workers 2
+    python -m confman.sim --profile crashes --runs 500
+    python -m confman.sim --bug commit_old_terms --profile bug_figure8 --runs 50
+
+Replay one seed, printing its event log up to the violation (``--verbose`` adds every
+message sent)::
+
+    python -m confman.sim --seed 1234 --trace
+    python -m confman.sim --seed 7 --profile bug_reorder --bug truncate_on_append --trace
+
+The core orders some work by Python's string hash, so the CLI pins ``PYTHONHASHSEED=0``
+(re-executing itself if needed) to make every seed replay identically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from confman.raft.config import KNOWN_BUGS
+from confman.sim.runner import Summary, run_seed, sweep
+from confman.sim.scenarios import PROFILES
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m confman.sim", description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=2000, help="number of seeds to sweep")
+    ap.add_argument("--start", type=int, default=0, help="first seed of the sweep")
+    ap.add_argument("--workers", type=int, default=1, help="processes for the sweep")
+    ap.add_argument("--seed", type=int, help="run this one seed only")
+    ap.add_argument("--trace", action="store_true", help="print the seed's event log")
+    ap.add_argument("--verbose", action="store_true", help="trace every message sent")
+    ap.add_argument("--last", type=int, default=60, help="events shown for a failing seed")
+    ap.add_argument("--profile", choices=[p.name for p in PROFILES], help="fault profile")
+    ap.add_argument("--bug", action="append", default=[], choices=sorted(KNOWN_BUGS),
+                    help="switch on a deliberate bug of the core (repeatable)")
+    ap.add_argument("--list-profiles", action="store_true", help="list the fault profiles")
+    return ap
+
+
+def _one(args: argparse.Namespace, bugs: frozenset[str]) -> int:
+    r = run_seed(args.seed, args.profile, bugs, verbose=args.verbose)
+    if args.trace:
+        print(r.trace())
+    elif r.violation is not None:
+        print(r.trace(last=args.last))
+    st = r.stats
+    print(
+        f"seed {r.seed} [{r.profile}]: {'ok' if r.ok else 'VIOLATION'}; {st.ticks} ticks, "
+        f"{st.messages} messages, {st.elections} leaders, {st.committed} committed"
+    )
+    return 0 if r.ok else 1
+
+
+def _progress(s: Summary) -> None:
+    rate = s.runs / s.seconds if s.seconds else 0.0
+    print(f"  {s.runs} runs, {len(s.failures)} violations, {rate:.0f} runs/s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    bugs = frozenset(args.bug)
+    if args.list_profiles:
+        for i, p in enumerate(PROFILES):
+            print(f"{i:2d} {p.name}: {p.nodes} nodes, {p.fault_ticks} fault ticks")
+        return 0
+    if args.seed is not None:
+        return _one(args, bugs)
+    seeds = range(args.start, args.start + args.runs)
+    what = args.profile or "all profiles"
+    print(f"sweeping seeds {seeds.start}..{seeds.stop - 1} ({what}) on {args.workers} worker(s)")
+    s = sweep(seeds, args.profile, bugs, args.workers, _progress)
+    print(s.report(bugs))
+    for f in sorted(s.failures, key=lambda f: f.seed)[:1]:
+        print(f"\nfirst failing seed {f.seed}:")
+        print(run_seed(f.seed, f.profile, bugs).trace(last=args.last))
+    return 1 if s.failures else 0
+
+
+if __name__ == "__main__":
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        os.execve(sys.executable, [sys.executable, "-m", "confman.sim", *sys.argv[1:]], env)
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Running many seeded simulations, on several processes, and summarising them."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
+
+from confman.sim.cluster import Cluster, RunResult, RunStats
+from confman.sim.scenarios import profile_for
+
+
+def run_seed(
+    seed: int,
+    profile: str | None = None,
+    bugs: frozenset[str] = frozenset(),
+    verbose: bool = False,
+) -> RunResult:
+    """Run one seed (its profile comes from the rotation unless named)."""
+    return Cluster(seed, profile_for(seed, profile), bugs, verbose=verbose).run()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a worker sends back for one run: small, so it pickles fast."""
+
+    seed: int
+    profile: str
+    violation: str | None
+    invariant: str | None
+    stats: RunStats
+
+
+@dataclass(slots=True)
+class Summary:
+    """Totals of a sweep."""
+
+    runs: int = 0
+    seconds: float = 0.0
+    failures: list[Outcome] = field(default_factory=list)
+    by_profile: Counter[str] = field(default_factory=Counter)
+    totals: RunStats = field(default_factory=RunStats)
+    max_leader_after_calm: int = 0
+
+    def add(self, o: Outcome) -> None:
+        self.runs += 1
+        self.by_profile[o.profile] += 1
+        if o.violation is not None:
+            self.failures.append(o)
+        tot = self.totals
+        for f in fields(RunStats):
+            if f.name != "leader_after_calm":
+                setattr(tot, f.name, getattr(tot, f.name) + getattr(o.stats, f.name))
+        self.max_leader_after_calm = max(self.max_leader_after_calm, o.stats.leader_after_calm)
+
+    def report(self, bugs: frozenset[str] = frozenset(), show: int = 10) -> str:
+        """A human-readable summary with replay commands for the failing seeds."""
+        t = self.totals
+        rate = self.runs / self.seconds if self.seconds else 0.0
+        lines = [
+            f"{self.runs} runs in {self.seconds:.1f} s ({rate:.0f} runs/s), "
+            f"{len(self.failures)} with a violation",
+            f"virtual ticks {t.ticks}, messages {t.messages} ({t.delivered} delivered), "
+            f"leaders elected {t.elections}, entries committed {t.committed}",
+            f"crashes {t.crashes}, partitions {t.partitions}, snapshots sent {t.snapshots_sent}, "
+            f"conf changes {t.conf_changes}, transfers {t.transfers}, "
+            f"ReadIndex checked {t.reads_checked}, lease reads {t.lease_reads}",
+            f"slowest leader election after faults stopped: {self.max_leader_after_calm} ticks",
+            "profiles: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_profile.items())),
+        ]
+        if self.failures:
+            kinds = Counter(f.invariant for f in self.failures)
+            lines.append("violations: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()))
+            bug_args = "".join(f" --bug {b}" for b in sorted(bugs))
+            for f in sorted(self.failures, key=lambda f: f.seed)[:show]:
+                lines.append(f"  seed {f.seed} [{f.profile}] {f.violation}")
+                lines.append(
+                    f"    replay: python -m confman.sim --seed {f.seed} --profile {f.profile}"
+                    f"{bug_args} --trace"
+                )
+        return "\n".join(lines)
+
+
+def _outcome(args: tuple[int, str | None, frozenset[str]]) -> Outcome:
+    seed, profile, bugs = args
+    r = run_seed(seed, profile, bugs)
+    v = r.violation
+    return Outcome(seed, r.profile, str(v) if v else None, v.invariant if v else None, r.stats)
+
+
+def outcomes(
+    seeds: range, profile: str | None, bugs: frozenset[str], workers: int
+) -> Iterator[Outcome]:
+    """Run ``seeds`` on ``workers`` processes (1: in this process); order not kept."""
+    jobs = ((s, profile, bugs) for s in seeds)
+    if workers <= 1:
+        yield from map(_outcome, jobs)
+        return
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap_unordered(_outcome, jobs, chunksize=16)
+
+
+def sweep(
+    seeds: range,
+    profile: str | None = None,
+    bugs: frozenset[str] = frozenset(),
+    workers: int = 1,
+    progress: Callable[[Summary], None] | None = None,
+    every: float = 5.0,
+) -> Summary:
+    """Run every seed and summarise; ``progress`` is called about every ``every`` seconds."""
+    summary = Summary()
+    start = last = time.perf_counter()
+    for o in outcomes(seeds, profile, bugs, workers):
+        summary.add(o)
+        now = time.perf_counter()
+        if progress is not None and now - last >= every:
+            summary.seconds = now - start
+            progress(summary)
+            last = now
+    summary.seconds = time.perf_counter() - start
+    return summary
