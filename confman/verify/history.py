@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -119,12 +120,35 @@ class _Pending:
     call: float
 
 
+@dataclass(slots=True)
+class Completion:
+    """The handle `HistoryRecorder.operation` gives a block to say how it ended."""
+
+    recorder: HistoryRecorder
+    handle: int
+    done: bool = False
+
+    def ok(self, output: Any = None) -> None:
+        """The operation completed with `output`."""
+        self._finish("ok", output)
+
+    def fail(self) -> None:
+        """The operation definitely did not take effect."""
+        self._finish("fail", None)
+
+    def _finish(self, status: Status, output: Any) -> None:
+        if self.done:
+            raise RuntimeError("operation already completed")
+        self.done = True
+        self.recorder.complete(self.handle, status, output)
+
+
 class HistoryRecorder:
     """Records operations as clients invoke and complete them.
 
     Safe to share between asyncio tasks (and threads): `invoke` returns a handle that the
-    client passes to exactly one of `ok`, `fail` or `info`. Operations never completed appear
-    as indeterminate in `history()`.
+    client passes to exactly one of `ok`, `fail` or `info` (or `complete`); `operation` wraps
+    both around a block. Operations never completed appear as indeterminate in `history()`.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -143,26 +167,45 @@ class HistoryRecorder:
             self._pending[handle] = _Pending(client_id, kind, freeze(input), now)
         return handle
 
-    def ok(self, handle: int, output: Any = None) -> Operation:
-        """The operation completed with `output`."""
-        return self._complete(handle, "ok", freeze(output))
-
-    def fail(self, handle: int) -> Operation:
-        """The operation definitely did not take effect."""
-        return self._complete(handle, "fail", None)
-
-    def info(self, handle: int) -> Operation:
-        """The outcome is unknown (timeout, lost connection): it may still take effect."""
-        return self._complete(handle, "info", None)
-
-    def _complete(self, handle: int, status: Status, output: Any) -> Operation:
+    def complete(self, handle: int, status: Status, output: Any = None) -> Operation:
+        """Note the completion of `handle` now; `output` is kept only for `ok`."""
         now = self._clock()
         with self._lock:
             p = self._pending.pop(handle)
-            ret = None if status == "info" else now
-            op = Operation(p.client_id, p.kind, p.input, output, p.call, ret, status)
+            if status == "ok":
+                op = Operation(p.client_id, p.kind, p.input, freeze(output), p.call, now, "ok")
+            else:
+                ret = None if status == "info" else now
+                op = Operation(p.client_id, p.kind, p.input, None, p.call, ret, status)
             self._done.append((handle, op))
         return op
+
+    def ok(self, handle: int, output: Any = None) -> Operation:
+        """The operation completed with `output`."""
+        return self.complete(handle, "ok", output)
+
+    def fail(self, handle: int) -> Operation:
+        """The operation definitely did not take effect."""
+        return self.complete(handle, "fail")
+
+    def info(self, handle: int) -> Operation:
+        """The outcome is unknown (timeout, lost connection): it may still take effect."""
+        return self.complete(handle, "info")
+
+    @contextmanager
+    def operation(self, client_id: int | str, kind: str, input: Any = None) -> Iterator[Completion]:
+        """Record one operation around a block (plain `with`, also inside coroutines).
+
+        The block calls `ok(output)` or `fail()` on what it gets; if it calls neither, or
+        raises, the operation is recorded as indeterminate (`info`) and any error propagates.
+        """
+        completion = Completion(self, self.invoke(client_id, kind, input))
+        try:
+            yield completion
+        finally:
+            if not completion.done:
+                completion.done = True
+                self.info(completion.handle)
 
     def history(self) -> History:
         """All operations in invocation order; pending ones as indeterminate."""

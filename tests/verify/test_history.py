@@ -108,6 +108,29 @@ def test_recorder_sync() -> None:
     assert rec.history()[-1].status == "ok"
 
 
+def test_recorder_operation_block() -> None:
+    rec = HistoryRecorder(clock=TickClock())
+    with rec.operation(1, "write", 1) as op:
+        op.ok()
+    with rec.operation(2, "write", 2) as op:
+        op.fail()
+    with rec.operation(3, "write", 3):
+        pass  # neither: outcome unknown
+    with pytest.raises(TimeoutError), rec.operation(4, "read") as op:
+        raise TimeoutError
+    with rec.operation(5, "read") as op:
+        op.ok([1, 2])
+        with pytest.raises(RuntimeError, match="already completed"):
+            op.fail()
+    assert [(o.status, o.output, o.ret) for o in rec.history()] == [
+        ("ok", None, 2),
+        ("fail", None, 4),
+        ("info", None, None),
+        ("info", None, None),
+        ("ok", (1, 2), 10),
+    ]
+
+
 class VersionedStore:
     """An in-memory store with Confman's semantics that yields to the loop mid-operation."""
 
@@ -160,8 +183,8 @@ async def client(rec: HistoryRecorder, store: VersionedStore, cid: int, rng: ran
             else:
                 rec.ok(h, version)
         else:
-            h = rec.invoke(cid, "read", (key,))
-            rec.ok(h, await store.read(key))
+            with rec.operation(cid, "read", (key,)) as op:
+                op.ok(await store.read(key))
 
 
 def record(store: VersionedStore, rng: random.Random) -> list[Operation]:
