@@ -113,18 +113,19 @@ def test_kv_events_become_operations() -> None:
     assert check(history, KeyValueModel()).verdict == "linearizable"
 
 
+INVOKE_GET = '{:process 0, :type :invoke, :f :get, :key "a", :value nil}'
+
+
 @pytest.mark.parametrize(
-    ("line", "message"),
+    ("lines", "message"),
     [
-        ("[1 2]", "expected an EDN map"),
-        ('{:process 0, :type :invoke, :f :get, :value nil}', "missing or malformed field"),
-        ('{:process 0, :type :done, :f :get, :key "a", :value nil}', "unknown event type"),
+        (["[1 2]"], "line 1: expected an EDN map"),
+        (["{:process 0, :type :invoke, :f :get}"], "missing or malformed field"),
+        ([INVOKE_GET, '{:process 0, :type :done, :f :get, :key "a"}'], "unknown event type"),
+        ([INVOKE_GET, '{:process 0, :type :ok, :f :put, :key "a"}'], "put completes a get"),
     ],
 )
-def test_kv_malformed(line: str, message: str) -> None:
-    lines = ['{:process 0, :type :invoke, :f :get, :key "a", :value nil}', line]
-    if "invoke" in line:
-        lines = [line]
+def test_kv_malformed(lines: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_kv_edn(lines)
 
