@@ -1,0 +1,184 @@
+"""The aiohttp application: one middleware (correlation id, problems, CORS, metrics, access
+log) around the routes, and ``serve`` to run it on a TCP socket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+from confman.api import cors, routes_config, routes_health, routes_namespaces
+from confman.api.auth import KeyStore
+from confman.api.context import CONTEXT, READ_WAIT_MAX_S, ApiContext, HttpMetrics, NodeRuntime
+from confman.api.logs import CORRELATION_ID, access_log, error_log
+from confman.api.problems import PROBLEM_CONTENT_TYPE, Problem, Redirect, from_http_exception
+from confman.api.routes_health import asset
+from confman.api.validation import correlation_id
+
+Handler = Any  # aiohttp's handler type
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _middleware(ctx: ApiContext) -> Any:
+    origins = ctx.cors_origins
+    requests = ctx.metrics.requests
+    latency = ctx.metrics.latency
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        cid = correlation_id(request) or uuid.uuid4().hex
+        CORRELATION_ID.set(cid)
+        resp: web.StreamResponse
+        try:
+            if origins and cors.is_preflight(request):
+                resp = cors.preflight(request, origins)
+            else:
+                resp = await handler(request)
+        except Problem as p:
+            resp = p.response(request.rel_url.raw_path, cid)
+        except Redirect as r:
+            resp = r.response()
+        except web.HTTPException as exc:
+            resp = from_http_exception(exc).response(request.rel_url.raw_path, cid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            error_log.exception(
+                "unhandled error in %s %s",
+                request.method,
+                request.rel_url.raw_path,
+                extra={"fields": {"correlationId": cid}},
+            )
+            resp = Problem(
+                500, detail=f"An unexpected error occurred; quote traceId {cid}"
+            ).response(request.rel_url.raw_path, cid)
+        resp.headers["X-Correlation-Id"] = cid
+        if origins:
+            cors.add_headers(request, resp, origins)
+        elapsed = time.perf_counter() - start
+        route = _route_name(request)
+        requests.labels(request.method, route, str(resp.status)).inc()
+        latency.labels(route).observe(elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %d",
+                request.method,
+                request.rel_url.raw_path,
+                resp.status,
+                extra={
+                    "fields": {
+                        "method": request.method,
+                        "path": request.raw_path,
+                        "status": resp.status,
+                        "durationMs": round(elapsed * 1000, 3),
+                        "actor": request.get("actor"),
+                        "remote": request.remote,
+                        "correlationId": cid,
+                    }
+                },
+            )
+        return resp
+
+    return middleware
+
+
+def create_app(rt: NodeRuntime) -> web.Application:
+    """The HTTP API of the node ``rt`` (a started ``confman.node.runtime.Runtime``)."""
+    cfg = rt.cfg
+    ctx = ApiContext(
+        rt=rt,
+        keys=KeyStore(cfg.api_keys),
+        max_body=cfg.max_body_bytes,
+        idempotency_ttl_s=cfg.idempotency_ttl_s,
+        read_wait_s=min(READ_WAIT_MAX_S, cfg.replication_timeout_ms / 1000),
+        metrics=HttpMetrics(),
+        cors_origins=frozenset(cfg.cors_origins),
+    )
+    asset("openapi.json")  # fail at start-up, not on first use, when package data is missing
+    asset("static/docs.html")
+    app = web.Application(middlewares=[_middleware(ctx)], client_max_size=cfg.max_body_bytes)
+    app[CONTEXT] = ctx
+    routes_health.add_routes(app.router)
+    routes_namespaces.add_routes(app.router)
+    routes_config.add_routes(app.router)
+    return app
+
+
+class _ProblemRequestHandler(RequestHandler):
+    """Renders errors aiohttp answers before any middleware (unparsable requests, headers
+    over the size limit) as problems too."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        plain = super().handle_error(request, status, exc, message)  # logs; may raise
+        cid = uuid.uuid4().hex
+        detail = (message or "").strip() or ("Malformed HTTP request" if status < 500 else "")
+        problem = Problem(status, detail=detail[:300])
+        resp = web.Response(
+            status=plain.status,
+            body=orjson.dumps(problem.body(request.rel_url.raw_path, cid)),
+            content_type=PROBLEM_CONTENT_TYPE,
+            headers={"X-Correlation-Id": cid},
+        )
+        resp.force_close()
+        return resp
+
+
+class _ProblemServer(Server):
+    def __call__(self) -> RequestHandler:
+        return _ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+@dataclass(slots=True)
+class HttpServer:
+    """A running API server; ``await stop()`` closes it."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve(rt: NodeRuntime, host: str | None = None, port: int | None = None) -> HttpServer:
+    """Serve ``create_app(rt)`` on ``host:port`` (default: ``rt.cfg.http_listen``; port 0
+    picks a free port, see ``HttpServer.port``)."""
+    cfg_host, cfg_port = rt.cfg.http_listen
+    host = cfg_host if host is None else host
+    port = cfg_port if port is None else port
+    runner = web.AppRunner(create_app(rt), access_log=None, handle_signals=False)
+    await runner.setup()
+    if type(runner.server) is Server:
+        runner.server.__class__ = _ProblemServer  # same layout; only __call__ differs
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0]
+    return HttpServer(runner, host, int(bound[1]))

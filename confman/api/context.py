@@ -1,0 +1,83 @@
+"""What the handlers share: the runtime they serve, the key store, settings and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from confman.api.auth import KeyStore
+from confman.node.config import NodeConfig
+from confman.node.state.commands import Request
+from confman.node.state.machine import ApplyResult
+from confman.node.state.queries import Reader
+
+#: Longest a read waits for ReadIndex or ``minIndex`` before answering 504.
+READ_WAIT_MAX_S = 5.0
+
+
+class NodeRuntime(Protocol):
+    """The part of ``confman.node.runtime.Runtime`` the HTTP layer uses."""
+
+    cfg: NodeConfig
+    id: str
+    applied_index: int
+    reader: Reader | None
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def term(self) -> int: ...
+    @property
+    def leader_id(self) -> str | None: ...
+    @property
+    def leader_url(self) -> str | None: ...
+    @property
+    def commit_index(self) -> int: ...
+    @property
+    def metrics(self) -> Any: ...
+
+    def last_contact_ms(self) -> int: ...
+    def is_ready(self) -> bool: ...
+    async def propose(self, request: Request, timeout: float | None = None) -> ApplyResult: ...
+    async def read_index(self, timeout: float = 5.0) -> int: ...
+    def lease_read_index(self) -> int | None: ...
+    async def wait_applied(self, index: int, timeout: float) -> None: ...
+
+
+class HttpMetrics:
+    """Request counts and latencies, in a registry of the app's own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "confman_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "confman_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 15.0),
+            registry=self.registry,
+        )
+
+
+@dataclass(slots=True)
+class ApiContext:
+    """Shared by every handler of one app."""
+
+    rt: NodeRuntime
+    keys: KeyStore
+    max_body: int
+    idempotency_ttl_s: int
+    read_wait_s: float
+    metrics: HttpMetrics
+    cors_origins: frozenset[str]
+
+
+CONTEXT = web.AppKey("confman_api_context", ApiContext)

@@ -1,0 +1,86 @@
+"""Read consistency: local (default), linearizable (ReadIndex), lease, and ``minIndex``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from aiohttp import web
+
+from confman.api.context import ApiContext
+from confman.api.problems import Problem, bad_request
+from confman.api.responses import read_headers
+from confman.api.validation import int_param
+from confman.api.writes import leader_elsewhere, no_leader, node_stopping
+from confman.node.errors import NodeStopped, NoLeader, ReadTimeout
+from confman.node.state.queries import Reader
+
+CONSISTENCY_LEVELS = ("local", "linearizable", "lease")
+T = TypeVar("T")
+
+
+def _consistency(request: web.Request) -> str:
+    level = request.query.get("consistency") or request.headers.get("X-Confman-Consistency")
+    if level is None:
+        return "local"
+    if level not in CONSISTENCY_LEVELS:
+        raise bad_request(
+            "consistency", f"must be one of {', '.join(CONSISTENCY_LEVELS)}, not {level[:40]!r}"
+        )
+    return level
+
+
+def _min_index(request: web.Request) -> int | None:
+    raw = request.query.get("minIndex")
+    field = "minIndex"
+    if raw is None:
+        raw = request.headers.get("X-Confman-Min-Index")
+        field = "X-Confman-Min-Index"
+    return None if raw is None else int_param(raw, field)
+
+
+async def prepare_read(request: web.Request, ctx: ApiContext) -> Reader:
+    """Wait as the requested consistency demands, then the reader to answer from."""
+    level = _consistency(request)
+    min_index = _min_index(request)
+    rt = ctx.rt
+    try:
+        if level == "lease":
+            if rt.role != "leader":
+                raise leader_elsewhere(request, rt.leader_id, rt.leader_url)
+            index = rt.lease_read_index()
+            if index is None:  # no valid lease (yet): confirm leadership with a round trip
+                await rt.read_index(ctx.read_wait_s)
+            else:
+                await rt.wait_applied(index, ctx.read_wait_s)
+        elif level == "linearizable":
+            await rt.read_index(ctx.read_wait_s)
+        if min_index is not None:
+            await rt.wait_applied(min_index, ctx.read_wait_s)
+    except NoLeader:
+        raise no_leader("Consistent reads need a leader with a quorum") from None
+    except ReadTimeout as exc:
+        raise Problem(504, "Read timed out", str(exc), slug="read-timeout") from None
+    except NodeStopped:
+        raise node_stopping() from None
+    reader = rt.reader
+    if reader is None:
+        raise Problem(
+            503,
+            "State unavailable",
+            "A snapshot is being installed; retry shortly",
+            slug="state-unavailable",
+            headers={"Retry-After": "1"},
+        )
+    return reader
+
+
+async def read_state(
+    request: web.Request, ctx: ApiContext, query: Callable[[Reader], T]
+) -> tuple[T, dict[str, str]]:
+    """``query`` on one snapshot of the state, and the read headers of that snapshot."""
+    reader = await prepare_read(request, ctx)
+    with reader.consistent():
+        index = reader.applied_index()
+        result = query(reader)
+    return result, read_headers(ctx.rt, index)

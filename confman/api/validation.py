@@ -1,0 +1,227 @@
+"""Input checks: names, bounded bodies, strict JSON objects, query parameters and headers.
+
+Every failure is a ``Problem`` (400/413/415) naming the field; nothing here can raise
+anything else for any input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from confman.api.problems import Problem, bad_request
+
+#: Names of namespaces and keys: 1-128 of ``A-Za-z0-9._-``, and not ``.`` or ``..`` (they
+#: would be rewritten by URL normalisation; names are never used as file paths anyway).
+NAME_RE = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,128}\Z")
+#: Correlation ids we echo; anything else is replaced by a generated one.
+CORRELATION_RE = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}\Z")
+#: Idempotency keys: visible ASCII, no spaces (a UUID fits).
+IDEMPOTENCY_RE = re.compile(r"[\x21-\x7e]{1,255}\Z")
+_ETAG_RE = re.compile(r'(W/)?"(\d{1,18})"\Z')
+_READ_CHUNK = 1 << 16
+
+
+def check_name(value: str, field: str) -> str:
+    """``value`` if it is a valid namespace/key name, else 400 naming ``field``."""
+    if NAME_RE.match(value):
+        return value
+    shown = value if len(value) <= 40 else value[:40] + "..."
+    raise bad_request(
+        field,
+        f"invalid name {shown!r}: use 1-128 characters of A-Z a-z 0-9 . _ - (not '.' or '..')",
+        "Invalid name",
+    )
+
+
+# -- bodies -----------------------------------------------------------------------------
+
+
+def check_json_content_type(request: web.Request, *, body_optional: bool = False) -> None:
+    """415 unless the body is declared as UTF-8 JSON (a missing type is fine for no body)."""
+    declared = request.headers.get("Content-Type")
+    if declared is None:
+        if body_optional and not request.body_exists:
+            return
+        raise Problem(415, detail="Content-Type must be application/json")
+    ctype = request.content_type
+    if ctype != "application/json" and not (
+        ctype.startswith("application/") and ctype.endswith("+json")
+    ):
+        raise Problem(415, detail=f"Content-Type must be application/json, not {ctype!r}")
+    charset = request.charset
+    if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        raise Problem(415, detail=f"JSON bodies must be UTF-8, not {charset!r}")
+
+
+def check_content_length(request: web.Request, limit: int) -> None:
+    """413 early when the declared length is over ``limit`` (no byte of it is read)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise Problem(
+            413, detail=f"Request body of {length} bytes exceeds the limit of {limit}", close=True
+        )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, reading at most ``limit`` + one chunk; 413 beyond ``limit``."""
+    check_content_length(request, limit)
+    if not request.body_exists:
+        return b""
+    buf = bytearray()
+    while True:
+        chunk = await request.content.read(_READ_CHUNK)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > limit:
+            raise Problem(
+                413, detail=f"Request body exceeds the limit of {limit} bytes", close=True
+            )
+    return bytes(buf)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise _DuplicateKey(k)
+        seen[k] = v
+    return seen
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object: strict UTF-8, no duplicate keys, else 400."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as ude:
+            raise bad_request(
+                "body", f"not valid UTF-8 (byte {ude.start})", "Malformed JSON"
+            ) from None
+        raise bad_request("body", f"malformed JSON: {exc}", "Malformed JSON") from None
+    if not isinstance(doc, dict):
+        raise bad_request("body", "must be a JSON object", "Malformed JSON")
+    # orjson keeps the last of duplicate keys; the stdlib parser lets us see them all.
+    try:
+        json.loads(body, object_pairs_hook=_reject_duplicates)
+    except _DuplicateKey as dup:
+        raise bad_request(
+            dup.key[:64], "duplicate key in the JSON object", "Malformed JSON"
+        ) from None
+    except RecursionError:
+        raise bad_request("body", "JSON nested too deeply", "Malformed JSON") from None
+    except ValueError as exc:  # not reached for what orjson accepted; belt and braces
+        raise bad_request("body", f"malformed JSON: {exc}", "Malformed JSON") from None
+    return doc
+
+
+async def read_object(
+    request: web.Request, limit: int, *, body_optional: bool = False
+) -> dict[str, Any]:
+    """Content type, bounded read and strict parse of a JSON object body."""
+    check_json_content_type(request, body_optional=body_optional)
+    body = await read_body(request, limit)
+    if not body.strip():
+        if body_optional:
+            return {}
+        raise bad_request("body", "a JSON object is required", "Malformed JSON")
+    return parse_object(body)
+
+
+def str_field(
+    doc: dict[str, Any],
+    field: str,
+    *,
+    required: bool = False,
+    nullable: bool = True,
+    empty: bool = True,
+    max_len: int | None = None,
+) -> str | None:
+    """A string member of ``doc`` (None when absent or null), else 400 naming it."""
+    if field not in doc:
+        if required:
+            raise bad_request(field, "required")
+        return None
+    value = doc[field]
+    if value is None:
+        if nullable and not required:
+            return None
+        raise bad_request(field, "must be a string, not null")
+    if not isinstance(value, str):
+        raise bad_request(field, f"must be a string, not {_json_type(value)}")
+    if not empty and not value:
+        raise bad_request(field, "must not be empty")
+    if max_len is not None and len(value) > max_len:
+        raise bad_request(field, f"must be at most {max_len} characters")
+    return value
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null" if value is None else type(value).__name__
+
+
+# -- query parameters and headers --------------------------------------------------------
+
+
+def int_param(raw: str, field: str, *, minimum: int = 0) -> int:
+    """A decimal integer parameter, else 400 naming ``field``."""
+    text = raw.strip()
+    if not text or len(text) > 19 or not text.lstrip("-").isdigit() or not text.isascii():
+        raise bad_request(field, f"must be an integer, not {raw[:40]!r}")
+    value = int(text)
+    if value < minimum:
+        raise bad_request(field, f"must be >= {minimum}")
+    return value
+
+
+def parse_etags(header: str, field: str) -> list[tuple[bool, int]] | None:
+    """An If-Match/If-None-Match value: None for ``*``, else [(weak, version), ...]."""
+    text = header.strip()
+    if text == "*":
+        return None
+    tags: list[tuple[bool, int]] = []
+    for part in text.split(","):
+        m = _ETAG_RE.match(part.strip())
+        if m is None:
+            raise bad_request(field, f'expected "*" or entity tags like "3", not {header[:60]!r}')
+        tags.append((m.group(1) is not None, int(m.group(2))))
+    return tags
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The ``Idempotency-Key`` header, validated; None when absent."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_RE.match(key):
+        raise bad_request("Idempotency-Key", "must be 1-255 visible ASCII characters")
+    return key
+
+
+def correlation_id(request: web.BaseRequest) -> str | None:
+    """The client's X-Correlation-Id when it is safe to echo and log, else None."""
+    value = request.headers.get("X-Correlation-Id")
+    if value and CORRELATION_RE.match(value):
+        return value
+    return None

@@ -1,0 +1,117 @@
+"""The write path: leader check (307/503), proposal, and the mapping of its outcomes."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from confman.api.auth import Principal
+from confman.api.context import ApiContext
+from confman.api.problems import Problem, Redirect
+from confman.node.errors import (
+    NodeStopped,
+    NoLeader,
+    NotLeader,
+    ProposalDropped,
+    ReplicationTimeout,
+)
+from confman.node.state.commands import Command, Request, format_timestamp
+from confman.node.state.machine import ApplyResult, ApplyStatus
+
+log = logging.getLogger("confman.api")
+_RETRY = {"Retry-After": "1"}
+
+
+def no_leader(detail: str = "No leader is known; an election may be in progress") -> Problem:
+    """``503 No leader available`` with ``Retry-After: 1``."""
+    return Problem(503, "No leader available", detail, slug="no-leader", headers=_RETRY)
+
+
+def node_stopping() -> Problem:
+    """``503 Node stopping``: the node is shutting down."""
+    return Problem(
+        503, "Node stopping", "This node is shutting down", slug="node-stopping", headers=_RETRY
+    )
+
+
+def leader_elsewhere(
+    request: web.Request, leader_id: str | None, leader_url: str | None
+) -> Exception:
+    """A 307 to the leader (same path and query), or a 503 when it is unknown."""
+    if leader_id is None:
+        return no_leader()
+    if not leader_url:
+        return no_leader(f"The leader {leader_id!r} has no known HTTP address")
+    return Redirect(
+        leader_url.rstrip("/") + request.raw_path, headers={"X-Confman-Leader": leader_id}
+    )
+
+
+def ensure_leader(request: web.Request, ctx: ApiContext) -> None:
+    """Raise a redirect or 503 unless this node is the leader (before reading a body)."""
+    rt = ctx.rt
+    if rt.role != "leader":
+        raise leader_elsewhere(request, rt.leader_id, rt.leader_url)
+
+
+async def propose(
+    request: web.Request,
+    ctx: ApiContext,
+    principal: Principal,
+    command: Command,
+    idempotency_key: str | None,
+) -> ApplyResult:
+    """Replicate ``command`` as ``principal``; the applied result or a Problem/Redirect."""
+    req = Request(
+        command,
+        principal.name,
+        format_timestamp(datetime.now(UTC)),
+        idempotency_key,
+        ctx.idempotency_ttl_s,
+    )
+    try:
+        result = await ctx.rt.propose(req)
+    except NotLeader as exc:
+        raise leader_elsewhere(request, exc.leader_id, exc.leader_url) from None
+    except NoLeader:
+        raise no_leader() from None
+    except ReplicationTimeout as exc:
+        raise Problem(
+            503,
+            "Replication timed out",
+            f"{exc}; retry with the same Idempotency-Key to be safe",
+            slug="replication-timeout",
+            headers=_RETRY,
+        ) from None
+    except ProposalDropped as exc:
+        raise Problem(
+            503,
+            "Write not committed",
+            f"{exc}; it was not applied and may be retried",
+            slug="write-dropped",
+            headers=_RETRY,
+        ) from None
+    except NodeStopped:
+        raise node_stopping() from None
+    if result.status == ApplyStatus.REJECTED:
+        if idempotency_key is not None and "Idempotency key" in result.detail:
+            raise Problem(
+                422,
+                "Idempotency key reused",
+                result.detail,
+                slug="idempotency-key-reused",
+                headers={"X-Confman-Index": str(result.index)},
+            )
+        log.error("entry %d rejected by the state machine: %s", result.index, result.detail)
+        raise Problem(500, detail=f"The change was rejected: {result.detail}")
+    return result
+
+
+def precondition_failed(result: ApplyResult) -> Problem:
+    """412 for a failed If-Match/If-None-Match, with the current ETag when there is one."""
+    headers = {"X-Confman-Index": str(result.index)}
+    if result.value is not None and "version" in result.value:
+        headers["ETag"] = f'"{result.value["version"]}"'
+    return Problem(412, "Precondition failed", result.detail, headers=headers)
