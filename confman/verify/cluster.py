@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -45,6 +46,7 @@ _T = TypeVar("_T")
 _LIVE: weakref.WeakSet[ProcessCluster] = weakref.WeakSet()
 _PORT_LOCK = threading.Lock()
 _HANDED_OUT: set[int] = set()
+_POLL_NOISE = re.compile(r"access: GET /health|\"path\": ?\"/health")
 
 
 class ClusterError(AssertionError):
@@ -675,12 +677,16 @@ class ProcessCluster:
 
     # ------------------------------------------------------------------ logs
     def log_tail(self, nid: str, lines: int = 60) -> str:
+        """The last lines of the node's log, without the harness's own health polls."""
         try:
             text = self.node(nid).log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return f"--- {nid}: no log ---"
-        tail = text.splitlines()[-lines:]
-        return f"--- {nid} log (last {len(tail)} lines) ---\n" + "\n".join(tail)
+        kept = [ln for ln in text.splitlines() if not _POLL_NOISE.search(ln)]
+        tail = kept[-lines:]
+        return f"--- {nid} log (last {len(tail)} lines, health polls left out) ---\n" + "\n".join(
+            tail
+        )
 
     def logs(self, lines: int = 60) -> str:
         """The tail of every node's log."""
