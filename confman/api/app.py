@@ -16,7 +16,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
 from confman.api import cors, routes_config, routes_health, routes_namespaces
-from confman.api.auth import KeyStore
+from confman.api.auth import ACTOR, KeyStore
 from confman.api.context import CONTEXT, READ_WAIT_MAX_S, ApiContext, HttpMetrics, NodeRuntime
 from confman.api.logs import CORRELATION_ID, access_log, error_log
 from confman.api.problems import PROBLEM_CONTENT_TYPE, Problem, Redirect, from_http_exception
@@ -84,7 +84,7 @@ def _middleware(ctx: ApiContext) -> Any:
                         "path": request.raw_path,
                         "status": resp.status,
                         "durationMs": round(elapsed * 1000, 3),
-                        "actor": request.get("actor"),
+                        "actor": request.get(ACTOR),
                         "remote": request.remote,
                         "correlationId": cid,
                     }

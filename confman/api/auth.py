@@ -17,6 +17,8 @@ ROLE_LEVELS = {"viewer": 1, "editor": 2, "publisher": 2, "admin": 3}
 VIEWER, EDITOR, ADMIN = 1, 2, 3
 _LEVEL_NAMES = {VIEWER: "viewer", EDITOR: "editor", ADMIN: "admin"}
 _MAX_KEY_BYTES = 1024
+#: The name of the authenticated caller, kept on the request for the access log.
+ACTOR = web.RequestKey("confman_actor", str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ def authenticate(request: web.Request, keys: KeyStore) -> Principal:
     principal = None if len(presented) > _MAX_KEY_BYTES else keys.lookup(presented)
     if principal is None:
         raise Problem(401, detail="Unknown API key", headers=_CHALLENGE)
-    request["actor"] = principal.name
+    request[ACTOR] = principal.name
     return principal
 
 
