@@ -52,6 +52,7 @@ from confman.sim.network import NetFaults, Network
 from confman.sim.scenarios import Profile
 
 MT = MessageType
+LEADER = Role.LEADER
 LIVE_PROPOSALS = 3
 MAX_CALM_LEADER_CHANGES = 3
 SPARES = 2  # nodes outside the initial configuration, for membership changes
@@ -71,6 +72,8 @@ class SimNode:
     restart_at: int = -1  # tick of a scheduled restart, -1 when none
     retire_at: int = -1  # tick it shuts down after being removed, -1 when none
     crash_at: int = -1  # tick of a scheduled crash, -1 when none
+    led: int = -1  # last term this node was seen leading
+    commit: int = -1  # commit index last reported to the checker
     retired: bool = False
     pending: tuple[Ready, int] | None = None  # a leader's Ready whose disk write is due
     reads: dict[bytes, int] = field(default_factory=dict)  # ReadIndex ctx -> floor
@@ -271,6 +274,7 @@ class Cluster:
         sn.restart_at = -1
         sn.raw = RawNode(self._config(sn.id, sn.applied), sn.storage)
         self.checker.restarted(sn.id, sn.storage.hard_state, sn.raw.commit_index)
+        sn.commit = sn.raw.commit_index
 
     def _crash(self, sn: SimNode, why: str, down: tuple[int, int] | None = None) -> None:
         lost = " (unpersisted write lost)" if sn.pending is not None else ""
@@ -319,7 +323,9 @@ class Cluster:
             if raw is None:
                 return
             fresh = False
-            if raw.role == Role.LEADER and chk.leader(sn.id, raw.term):
+            leading = raw.role is LEADER
+            if leading and raw.term != sn.led and chk.leader(sn.id, raw.term):
+                sn.led = raw.term
                 fresh = True
                 self._ev(f"{sn.id} leader of term {raw.term} (last {raw.log.last_index()})")
                 chk.leader_completeness(sn.id, raw.term, raw.log)
@@ -327,7 +333,9 @@ class Cluster:
                 kill = self.p.kill_new_leader
                 if kill and not self.calm and self.rng.random() < kill:
                     sn.crash_at = self.now + self.rng.randint(*self.p.kill_delay)
-            chk.commit(sn.id, raw.commit_index, raw.term, raw.log, raw.role == Role.LEADER)
+            if raw.commit_index != sn.commit:
+                chk.commit(sn.id, raw.commit_index, raw.term, raw.log, leading)
+                sn.commit = raw.commit_index
             if sn.pending is not None or not raw.has_ready():
                 return
             rd = raw.ready()
@@ -337,7 +345,7 @@ class Cluster:
                 self._crash(sn, "new leader, after its disk write, before sending", p.down_len)
                 return
             if (
-                raw.role == Role.LEADER
+                raw.role is LEADER
                 and p.send_first
                 and not self.calm
                 and self.rng.random() < p.send_first
