@@ -1,0 +1,90 @@
+"""REFERENCE 9: a leader cut off from the majority steps down; its writes never take effect."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+
+from confman.verify.cluster import ProcessCluster
+from tests.cluster.util import (
+    TOLERANCE_S,
+    cluster_info,
+    create_namespace,
+    election_hi_s,
+    entries,
+    get_config,
+    put_config,
+    wait_converged,
+)
+
+
+def test_isolated_leader_steps_down_and_its_write_is_never_acknowledged(
+    make_cluster: Callable[..., ProcessCluster],
+) -> None:
+    c = make_cluster(3, replication_timeout_ms=3000)
+    c.start_all()
+    old = c.wait_leader(timeout=15)
+    c.wait_ready()
+    create_namespace(c, "part")
+    put_config(c, "part", "before", "1")
+    wait_converged(c)
+    term0 = cluster_info(c, old)["term"]
+    majority = [n for n in c.ids if n != old]
+
+    outcome: list[object] = []
+
+    def stale_write() -> None:
+        try:
+            r = c.request(
+                old,
+                "PUT",
+                "api/v1/namespaces/part/config/stale",
+                json={"value": "never"},
+                timeout=15,
+            )
+            outcome.append(r)
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    t0 = time.monotonic()
+    c.isolate(old)
+    writer = threading.Thread(target=stale_write, daemon=True)
+    writer.start()  # reaches the old leader while it still believes it leads
+
+    def stepped_down() -> bool:
+        return cluster_info(c, old)["role"] != "leader"
+
+    c.wait_for(stepped_down, 5, 0.01, f"{old} to step down")
+    took = time.monotonic() - t0
+    assert took <= election_hi_s(c) + TOLERANCE_S, f"old leader stepped down after {took:.3f}s"
+    info = cluster_info(c, old)
+    assert info["httpStatus"] == 503 and info["status"] == "not_ready", info
+
+    new = c.wait_leader(majority, timeout=10, min_term=term0 + 1)
+    put_config(c, "part", "during", "2", nodes=majority)
+
+    writer.join(timeout=20)
+    assert not writer.is_alive(), "the write to the isolated leader never returned"
+    r = outcome[0]
+    assert not (isinstance(r, httpx.Response) and 200 <= r.status_code < 300), (
+        f"the isolated leader acknowledged a write: {r.status_code} {r.text}"  # type: ignore[union-attr]
+    )
+    print(f"stepped down after {took:.3f}s; stale write: {r!r} {getattr(r, 'text', '')[:200]}")
+    for n in c.ids:
+        assert get_config(c, n, "part", "stale").status_code == 404, n
+    # The partition was real: the old leader's heartbeats were swallowed by the proxies.
+    assert all(c.links[(old, n)].stats.bytes_dropped > 0 for n in majority)
+
+    c.heal()
+    c.wait_ready()
+    state = wait_converged(c)
+    assert entries(state, "part") == {"before": "1", "during": "2"}
+    assert all(e["key"] != "stale" for e in state["audit"]["part"])
+    infos = {n: cluster_info(c, n) for n in c.ids}
+    assert infos[old]["role"] == "follower" and infos[old]["term"] >= infos[new]["term"] > term0
+    assert len({i["term"] for i in infos.values()}) == 1, infos
+    for n in c.ids:
+        assert get_config(c, n, "part", "stale").status_code == 404, n
