@@ -203,8 +203,8 @@ class Checker:
         self._hard[node] = hs
 
     def vote_sent(self, node: NodeId, term: int, candidate: NodeId, hs: HardState) -> None:
-        """A granted vote leaves the node only once that vote is durable."""
-        if hs.term != term or hs.vote != candidate:
+        """A granted vote leaves the node only once it is durable (or a later term is)."""
+        if hs.term < term or (hs.term == term and hs.vote != candidate):
             raise Violation(
                 "durable-state",
                 f"vote for {candidate} sent while disk holds term {hs.term} vote {hs.vote}",

@@ -73,6 +73,11 @@ class SimNode:
     retire_at: int = -1  # tick it shuts down after being removed, -1 when none
     crash_at: int = -1  # tick of a scheduled crash, -1 when none
     led: int = -1  # last term this node was seen leading
+    paused_since: int = -1  # the process is frozen (no ticks, no deliveries) since then
+    paused_until: int = -1
+    inbox: list[Message] = field(default_factory=list)  # delivered while frozen
+    queued_lease: int = -1  # read floor of a lease read a client sent while it was frozen
+    queued_lease_at: int = -1  # when that client sends it
     commit: int = -1  # commit index last reported to the checker
     retired: bool = False
     pending: tuple[Ready, int] | None = None  # a leader's Ready whose disk write is due
@@ -81,6 +86,11 @@ class SimNode:
     @property
     def up(self) -> bool:
         return self.raw is not None
+
+    @property
+    def reachable(self) -> bool:
+        """Running and not frozen: a client can talk to it."""
+        return self.raw is not None and self.paused_since < 0
 
 
 @dataclass(slots=True)
@@ -213,6 +223,12 @@ class Cluster:
         """One virtual tick; True when the run is finished."""
         now = self.now
         for sn in self.nodes.values():
+            if sn.paused_since >= 0:
+                if sn.paused_until > now:
+                    if sn.queued_lease_at == now:
+                        sn.queued_lease = self.checker.read_floor()
+                    continue
+                self._resume(sn)
             if sn.pending is not None and sn.pending[1] <= now:
                 self._land_write(sn)
             if sn.restart_at == now:
@@ -234,7 +250,7 @@ class Cluster:
         self._deliver()
         for sn in list(self.nodes.values()):
             raw = sn.raw
-            if raw is not None:
+            if raw is not None and sn.paused_since < 0:
                 raw.tick()
                 self._after(sn)
         return False
@@ -281,6 +297,8 @@ class Cluster:
         sn.raw = None
         sn.pending = None
         sn.reads = {}
+        sn.paused_since = sn.paused_until = sn.queued_lease = -1
+        sn.inbox = []
         self.stats.crashes += 1
         if down is not None and not self.calm:
             sn.restart_at = self.now + self.rng.randint(*down)
@@ -479,6 +497,9 @@ class Cluster:
             if sn is None or sn.raw is None:
                 self._lost(m)
                 continue
+            if sn.paused_since >= 0:
+                sn.inbox.append(m)
+                continue
             sn.raw.step(m)
             if m.type == MT.SNAPSHOT:
                 self.reports.append((m.frm, m.to, True))
@@ -496,6 +517,9 @@ class Cluster:
         for frm, peer, ok in reports:
             sn = self.nodes.get(frm)
             if sn is None or sn.raw is None:
+                continue
+            if sn.paused_since >= 0:
+                self.reports.append((frm, peer, ok))
                 continue
             if ok is None:
                 sn.raw.report_unreachable(peer)
@@ -515,7 +539,8 @@ class Cluster:
         return best
 
     def _live(self) -> list[SimNode]:
-        return [sn for sn in self.nodes.values() if sn.raw is not None]
+        """Nodes a client can reach (running, not frozen)."""
+        return [sn for sn in self.nodes.values() if sn.reachable]
 
     def _faults(self) -> None:
         p = self.p
@@ -533,6 +558,8 @@ class Cluster:
                 ld = self._leader()
                 victim = ld if ld is not None and rng.random() < p.crash_leader else None
                 self._crash(victim or rng.choice(live), "fault", p.down_len)
+        if p.pause and rng.random() < p.pause:
+            self._pause()
         if p.transfer and rng.random() < p.transfer:
             self._transfer()
         if p.campaign and rng.random() < p.campaign:
@@ -589,9 +616,56 @@ class Cluster:
         self.stats.partitions += 1
         self._ev(f"partition: {what} until {self.heal_at}")
 
+    def _pause(self) -> None:
+        """Freeze a process (a GC pause, SIGSTOP, a stalled VM) for a while."""
+        rng = self.rng
+        ld = self._leader()
+        live = self._live()
+        sn = ld if ld is not None and rng.random() < self.p.crash_leader else None
+        sn = sn or (rng.choice(live) if live else None)
+        if sn is None or not sn.reachable:
+            return
+        sn.paused_since = self.now
+        sn.paused_until = self.now + rng.randint(*self.p.pause_len)
+        if self.p.lease and rng.random() < 0.5:
+            sn.queued_lease_at = rng.randint(self.now, sn.paused_until - 1)
+        self._ev(f"pause {sn.id} until {sn.paused_until}")
+
+    def _resume(self, sn: SimNode) -> None:
+        """Thaw a frozen process: missed ticks (if the runtime catches up), then its inbox."""
+        missed = self.now - sn.paused_since
+        sn.paused_since = sn.paused_until = -1
+        inbox, sn.inbox = sn.inbox, []
+        catch_up = self.p.pause_catch_up
+        self._ev(
+            f"resume {sn.id} after {missed} ticks "
+            f"({'catching up the ticks' if catch_up else 'its clock lost them'}), "
+            f"{len(inbox)} messages waiting"
+        )
+        for _ in range(missed if catch_up else 0):
+            if sn.raw is None:
+                return
+            sn.raw.tick()
+            self._after(sn)
+        floor, sn.queued_lease, sn.queued_lease_at = sn.queued_lease, -1, -1
+        raw = sn.raw
+        if floor >= 0 and raw is not None and raw.role is LEADER:
+            # A lease read that waited in the socket is served before the peers' messages.
+            idx = raw.lease_read_index()
+            if idx is not None:
+                self.checker.read_result(sn.id, "lease (queued)", idx, floor, raw.term)
+                self.stats.lease_reads += 1
+        for m in inbox:
+            if sn.raw is None:
+                return
+            sn.raw.step(m)
+            if m.type == MT.SNAPSHOT:
+                self.reports.append((m.frm, m.to, True))
+            self._after(sn)
+
     def _transfer(self) -> None:
         ld = self._leader()
-        if ld is None or ld.raw is None:
+        if ld is None or ld.raw is None or not ld.reachable:
             return
         peers = [v for v in ld.raw.conf_state().voters if v != ld.id]
         if not peers:
@@ -605,7 +679,7 @@ class Cluster:
     def _change_membership(self) -> None:
         rng = self.rng
         ld = self._leader()
-        if ld is None or ld.raw is None:
+        if ld is None or ld.raw is None or not ld.reachable:
             return
         cs = ld.raw.conf_state()
         members = set(cs.voters) | set(cs.learners)
@@ -654,7 +728,7 @@ class Cluster:
             self._read()
         if p.lease and rng.random() < p.lease:
             ld = self._leader()
-            if ld is not None and ld.raw is not None:
+            if ld is not None and ld.raw is not None and ld.reachable:
                 floor = self.checker.read_floor()
                 idx = ld.raw.lease_read_index()
                 if idx is not None:
@@ -664,7 +738,7 @@ class Cluster:
     def _propose(self) -> None:
         rng = self.rng
         hint = self.nodes.get(self.leader_hint) if self.leader_hint else None
-        if hint is None or hint.raw is None or rng.random() < 0.2:
+        if hint is None or not hint.reachable or rng.random() < 0.2:
             live = self._live()
             if not live:
                 return
@@ -689,7 +763,8 @@ class Cluster:
         if not live:
             return
         ld = self._leader()
-        sn = ld if ld is not None and rng.random() < self.p.read_at_leader else rng.choice(live)
+        near = ld is not None and ld.reachable and rng.random() < self.p.read_at_leader
+        sn = ld if near and ld is not None else rng.choice(live)
         raw = sn.raw
         assert raw is not None
         ctx = b"r%d" % self.payload_seq
@@ -711,6 +786,8 @@ class Cluster:
         self.net.faults = NetFaults(delay_max=1)
         self._ev("faults stop: links healed, network reliable, members restart")
         for sn in self.nodes.values():
+            if sn.paused_since >= 0:
+                self._resume(sn)
             if not sn.up and not sn.retired:
                 self._restart(sn)
 

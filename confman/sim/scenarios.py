@@ -37,6 +37,11 @@ class Profile:
     #: chance a new leader crashes after persisting its first Ready, before sending it
     #: (its no-op entry survives on its disk only: the ingredient of Figure 8)
     unsent_leader: float = 0.0
+    # process pauses (GC, SIGSTOP): no ticks, no deliveries; on resume the runtime either
+    # catches up the missed ticks (correct) or its ticker has lost them
+    pause: float = 0.0
+    pause_len: tuple[int, int] = (5, 60)
+    pause_catch_up: bool = True
     # a leader's Ready: messages go out first and its disk write lands this much later
     send_first: float = 0.0
     persist_delay: tuple[int, int] = (1, 3)
@@ -75,10 +80,11 @@ PROFILES: tuple[Profile, ...] = (
             snapshot_every=15),
     Profile("transfers", net=_JITTER, transfer=0.02, campaign=0.01, crash=0.005),
     Profile("reads", net=_JITTER, partition=0.03, read=0.3, lease=0.3, propose=0.2),
+    Profile("pauses", net=_JITTER, pause=0.03, crash=0.005, read=0.2, lease=0.3, propose=0.4),
     Profile(
         "chaos", nodes=5, net=_LOSSY, partition=0.02, crash=0.01, send_first=0.5,
         crash_in_window=0.1, snapshot_every=12, transfer=0.005, campaign=0.005,
-        membership=0.01, read=0.1, lease=0.1,
+        membership=0.01, read=0.1, lease=0.1, pause=0.005,
     ),
     # Targeted mixes (see module docstring); also part of the rotation.
     Profile(

@@ -7,6 +7,7 @@ The sweep tests are the main test of the Raft core: every seed runs one fault pr
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -209,6 +210,9 @@ def test_durable_state_checks() -> None:
     chk.vote_sent("n1", 2, "n2", HardState(2, "n2", 0))
     with pytest.raises(Violation, match="vote for n3 sent"):
         chk.vote_sent("n1", 2, "n3", HardState(2, "n2", 0))
+    with pytest.raises(Violation, match="vote for n3 sent"):
+        chk.vote_sent("n1", 2, "n3", HardState(1, "n3", 0))
+    chk.vote_sent("n1", 2, "n3", HardState(3, "n1", 0))  # a later term is durable: safe
     with pytest.raises(Violation, match="vote changed"):
         chk.hard_state("n1", HardState(2, "n3", 0))
     with pytest.raises(Violation, match="term went back"):
@@ -269,6 +273,15 @@ def test_stale_reads_are_reported_with_a_trace() -> None:
     assert f"seed={r.seed} profile=bug_stale_read bugs=read_index_no_heartbeat" in text
     assert text.rstrip().endswith(f"VIOLATION {r.violation}")
     assert r.events[-1][1].startswith("VIOLATION")
+
+
+def test_lease_reads_need_the_runtime_to_catch_up_ticks_after_a_pause() -> None:
+    """A frozen leader whose missed ticks are lost serves stale lease reads; caught up, not."""
+    lost = replace(BY_NAME["pauses"], pause_catch_up=False)
+    bad = [r for s in range(40) if not (r := Cluster(s, lost).run()).ok]
+    assert bad and {r.violation.invariant for r in bad if r.violation} == {"linearizable-read"}
+    for r in bad[:5]:
+        assert run_seed(r.seed, "pauses").ok
 
 
 def test_membership_changes_restart_and_remove_nodes() -> None:
