@@ -24,8 +24,8 @@ from confman.api.writes import ensure_leader, precondition_failed, propose
 from confman.node.state.commands import Command, DeleteConfig, PutConfig
 from confman.node.state.machine import ApplyResult, ApplyStatus
 
-ENTRIES = "/api/v1/namespaces/{ns}/config"
-ENTRY = "/api/v1/namespaces/{ns}/config/{key}"
+ENTRIES = "/api/v1/namespaces/{ns:[^/]+}/config"
+ENTRY = "/api/v1/namespaces/{ns:[^/]+}/config/{key:[^/]+}"
 ALL_ENTRIES = "/api/v1/configs"
 #: Attempts of a write with ``If-Match: *`` that races other writers of the same key.
 _ANY_VERSION_ATTEMPTS = 3

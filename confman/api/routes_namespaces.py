@@ -23,8 +23,9 @@ from confman.node.state.machine import ApplyStatus
 from confman.node.state.queries import AUDIT_LIMIT_MAX
 
 NAMESPACES = "/api/v1/namespaces"
-NAMESPACE = "/api/v1/namespaces/{ns}"
-AUDIT = "/api/v1/namespaces/{ns}/audit"
+#: Any segment routes to the handler, which answers 400 for an invalid name.
+NAMESPACE = "/api/v1/namespaces/{ns:[^/]+}"
+AUDIT = "/api/v1/namespaces/{ns:[^/]+}/audit"
 
 
 def namespace_missing(ns: str, headers: dict[str, str]) -> Problem:

@@ -134,7 +134,7 @@ def check_response(resp: httpx.Response) -> list[str]:
     for name, header in documented.get("headers", {}).items():
         header = resolve(header)
         if header.get("required") and name not in resp.headers:
-            problems.append(f"{where}: missing header {name}")
+            problems.append(f"missing header {name}")
     return [f"{where}: {p}" for p in problems + _check_body(resp, documented.get("content"))]
 
 
