@@ -19,7 +19,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
         live.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def api(node: LiveNode) -> Iterator[CheckedClient]:
     """A client of the live node that checks every response against the OpenAPI document."""
     with CheckedClient(base_url=node.url, timeout=20) as client:

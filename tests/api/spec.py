@@ -115,10 +115,12 @@ def check_response(resp: httpx.Response) -> list[str]:
     template = find_template(path)
     problems: list[str] = []
     if template is None or operation(req.method, template) is None:
-        # Not an operation of the document: must be a 404/405 (or a CORS preflight) problem.
+        # Not an operation of the document: a 404/405 problem, or a CORS preflight's answer
+        # (described in the document's introduction): 204, or 403 for another origin.
         if resp.status_code == 204 and req.method == "OPTIONS":
             return []
-        if resp.status_code not in (404, 405):
+        allowed = (403, 404, 405) if req.method == "OPTIONS" else (404, 405)
+        if resp.status_code not in allowed:
             return [f"{req.method} {path}: undocumented, answered {resp.status_code}"]
         if resp.status_code == 405 and "Allow" not in resp.headers:
             problems.append(f"{req.method} {path}: 405 without Allow")
