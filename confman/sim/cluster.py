@@ -29,6 +29,7 @@ import struct
 import traceback
 from dataclasses import dataclass, field
 
+from confman.raft.bootstrap import bootstrap_entries
 from confman.raft.confchange import decode_conf_change
 from confman.raft.config import Config
 from confman.raft.node import RawNode
@@ -164,6 +165,9 @@ class Cluster:
         self.initial = tuple(f"n{i}" for i in range(1, n + 1))
         self.universe = tuple(f"n{i}" for i in range(1, n + SPARES + 1))
         self.bootstrap = ConfState(voters=self.initial)
+        #: Odd seeds bootstrap the way the runtime does (membership as the first log
+        #: entries, ``bootstrap_entries``); even seeds through the storage's ConfState.
+        self.log_bootstrap = seed % 2 == 1
         self.nodes: dict[NodeId, SimNode] = {}
         self.min_voters = max(2, n - 1)
         self.election_min, self.election_max = profile.election
@@ -183,7 +187,7 @@ class Cluster:
         self.no_leader_since = -1
         self.converge_by = -1
         for nid in self.initial:
-            self._start(nid, MemoryStorage(self.bootstrap))
+            self._start(nid, self._disk(founder=True))
 
     # ------------------------------------------------------------------ running
     def run(self, max_ticks: int | None = None) -> RunResult:
@@ -272,6 +276,17 @@ class Cluster:
             rng=random.Random(self.rng.getrandbits(64)),
             bugs=self.bugs,
         )
+
+    def _disk(self, founder: bool) -> MemoryStorage:
+        """A new member's disk: founders hold the bootstrap, joiners learn it from the log."""
+        if not self.log_bootstrap:
+            return MemoryStorage(self.bootstrap)
+        st = MemoryStorage()
+        if founder:
+            ents, hs = bootstrap_entries(self.initial)
+            st.append(ents)
+            st.set_hard_state(hs)
+        return st
 
     def _start(self, nid: NodeId, storage: MemoryStorage) -> SimNode:
         sn = SimNode(nid, storage)
@@ -705,7 +720,7 @@ class Cluster:
         if cc.type == ConfChangeType.ADD_LEARNER:
             sn = self.nodes.get(cc.node_id)
             if sn is None:
-                self._start(cc.node_id, MemoryStorage(self.bootstrap))
+                self._start(cc.node_id, self._disk(founder=False))
                 self._ev(f"start new node {cc.node_id}")
             else:
                 sn.retired = False
