@@ -74,6 +74,8 @@ class SimNode:
     retire_at: int = -1  # tick it shuts down after being removed, -1 when none
     crash_at: int = -1  # tick of a scheduled crash, -1 when none
     led: int = -1  # last term this node was seen leading
+    rate: float = 1.0  # ticks of this node's clock per virtual tick (clock drift)
+    phase: float = 0.0
     paused_since: int = -1  # the process is frozen (no ticks, no deliveries) since then
     paused_until: int = -1
     inbox: list[Message] = field(default_factory=list)  # delivered while frozen
@@ -255,8 +257,15 @@ class Cluster:
         for sn in list(self.nodes.values()):
             raw = sn.raw
             if raw is not None and sn.paused_since < 0:
-                raw.tick()
-                self._after(sn)
+                if sn.rate == 1.0:
+                    raw.tick()
+                    self._after(sn)
+                    continue
+                sn.phase += sn.rate
+                while sn.phase >= 1.0 and sn.raw is not None:
+                    sn.phase -= 1.0
+                    sn.raw.tick()
+                    self._after(sn)
         return False
 
     def _ev(self, text: str) -> None:
@@ -290,6 +299,8 @@ class Cluster:
 
     def _start(self, nid: NodeId, storage: MemoryStorage) -> SimNode:
         sn = SimNode(nid, storage)
+        if self.p.drift:
+            sn.rate = 1.0 + self.rng.uniform(-self.p.drift, self.p.drift)
         self.nodes[nid] = sn
         self._boot(sn)
         return sn
@@ -553,6 +564,11 @@ class Cluster:
                 best = sn
         return best
 
+    def _believer(self) -> SimNode | None:
+        """A reachable node that believes it leads (clients may reach a deposed leader)."""
+        leaders = [sn for sn in self._live() if sn.raw is not None and sn.raw.role is LEADER]
+        return self.rng.choice(leaders) if leaders else None
+
     def _live(self) -> list[SimNode]:
         """Nodes a client can reach (running, not frozen)."""
         return [sn for sn in self.nodes.values() if sn.reachable]
@@ -742,8 +758,8 @@ class Cluster:
         if p.read and rng.random() < p.read:
             self._read()
         if p.lease and rng.random() < p.lease:
-            ld = self._leader()
-            if ld is not None and ld.raw is not None and ld.reachable:
+            ld = self._believer()
+            if ld is not None and ld.raw is not None:
                 floor = self.checker.read_floor()
                 idx = ld.raw.lease_read_index()
                 if idx is not None:
@@ -777,9 +793,8 @@ class Cluster:
         live = self._live()
         if not live:
             return
-        ld = self._leader()
-        near = ld is not None and ld.reachable and rng.random() < self.p.read_at_leader
-        sn = ld if near and ld is not None else rng.choice(live)
+        ld = self._believer() if rng.random() < self.p.read_at_leader else None
+        sn = ld if ld is not None else rng.choice(live)
         raw = sn.raw
         assert raw is not None
         ctx = b"r%d" % self.payload_seq

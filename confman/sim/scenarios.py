@@ -42,6 +42,8 @@ class Profile:
     pause: float = 0.0
     pause_len: tuple[int, int] = (5, 60)
     pause_catch_up: bool = True
+    # clock drift: each node's clock runs at a fixed rate in [1 - drift, 1 + drift]
+    drift: float = 0.0
     # a leader's Ready: messages go out first and its disk write lands this much later
     send_first: float = 0.0
     persist_delay: tuple[int, int] = (1, 3)
@@ -79,12 +81,14 @@ PROFILES: tuple[Profile, ...] = (
     Profile("membership5", nodes=5, net=_LOSSY, membership=0.03, partition=0.01,
             snapshot_every=15),
     Profile("transfers", net=_JITTER, transfer=0.02, campaign=0.01, crash=0.005),
-    Profile("reads", net=_JITTER, partition=0.03, read=0.3, lease=0.3, propose=0.2),
+    Profile(
+        "reads", net=_JITTER, partition=0.03, read=0.3, lease=0.3, propose=0.2, drift=0.1
+    ),
     Profile("pauses", net=_JITTER, pause=0.03, crash=0.005, read=0.2, lease=0.3, propose=0.4),
     Profile(
         "chaos", nodes=5, net=_LOSSY, partition=0.02, crash=0.01, send_first=0.5,
         crash_in_window=0.1, snapshot_every=12, transfer=0.005, campaign=0.005,
-        membership=0.01, read=0.1, lease=0.1, pause=0.005,
+        membership=0.01, read=0.1, lease=0.1, pause=0.005, drift=0.05,
     ),
     # Targeted mixes (see module docstring); also part of the rotation.
     Profile(
