@@ -172,7 +172,7 @@ def proof(secret: bytes, role: bytes, hello: Hello, server_nonce: bytes) -> byte
 
 
 def tune_socket(transport: asyncio.BaseTransport) -> None:
-    """No Nagle delay; keepalive so that a vanished peer is noticed on idle connections."""
+    """No Nagle delay; keepalive and a user timeout so that a vanished peer is noticed."""
     sock = transport.get_extra_info("socket")
     if sock is None:
         return
@@ -180,7 +180,12 @@ def tune_socket(transport: asyncio.BaseTransport) -> None:
         (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
         (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
     ]
-    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+    for name, value in (
+        ("TCP_KEEPIDLE", 10),
+        ("TCP_KEEPINTVL", 5),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", 20_000),  # ms: data unacknowledged this long kills the connection
+    ):
         if hasattr(socket, name):
             opts.append((socket.IPPROTO_TCP, getattr(socket, name), value))
     for level, opt, value in opts:
@@ -245,7 +250,7 @@ class FramedProtocol(asyncio.Protocol):
         if buf:
             buf += data
             used = self._parse(buf)
-            if used:
+            if used and not self.closing:  # closing: a traceback may still hold a view
                 del buf[:used]
         else:
             used = self._parse(data)
@@ -277,7 +282,8 @@ class FramedProtocol(asyncio.Protocol):
             self.fail(f"error handling a frame: {exc!r}")
             return end_all
         finally:
-            view.release()
+            with contextlib.suppress(BufferError):
+                view.release()
         return off
 
     # -- writing and closing --------------------------------------------------------------
