@@ -71,3 +71,38 @@ def test_survivor_without_quorum_serves_reads_refuses_writes_until_one_returns(
     state = wait_converged(c, [survivor, back])
     entry = next(e for e in state["configs"] if e["key"] == "color")
     assert (entry["value"], entry["version"]) == ("green", 2)
+
+
+def test_five_nodes_with_slow_links_tolerate_two_failures_not_three(
+    make_cluster: Callable[..., ProcessCluster],
+) -> None:
+    c = make_cluster(5, election_timeout_ms=(300, 600))
+    c.latency(15)  # every directed link: 15 ms each way
+    c.start_all()
+    c.wait_leader(timeout=20)
+    c.wait_ready()
+    create_namespace(c, "five")
+    leader = c.leader()
+    assert leader is not None
+    down = [leader, next(n for n in c.ids if n != leader)]
+    for n in down:
+        c.kill(n)
+    rest = [n for n in c.ids if n not in down]
+    new = c.wait_leader(rest, timeout=15)
+    put_config(c, "five", "k", "with three of five", nodes=rest)
+    wait_converged(c, rest)  # else a survivor may hold the entry without knowing it committed
+    slow = [c.links[(new, b)] for b in rest if b != new]
+    assert all(p.stats.bytes_forwarded > 0 and p.latency_ms == 15 for p in slow)
+
+    c.kill(rest[0])
+    last = rest[1:]
+
+    def no_leader() -> bool:
+        return all(not cluster_info(c, n)["leaderKnown"] for n in last)
+
+    c.wait_for(no_leader, 10, 0.02, "the two survivors to lose their leader")
+    w = c.request(last[0], "PUT", "api/v1/namespaces/five/config/k", json={"value": "x"})
+    assert w.status_code == 503 and w.json()["title"] == "No leader available"
+    for n in last:
+        r = get_config(c, n, "five", "k")
+        assert r.status_code == 200 and r.json()["value"] == "with three of five"
