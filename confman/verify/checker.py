@@ -184,12 +184,19 @@ def _partition_result(
 
 def _search(model: Model, ops: History, progress: _Progress) -> Generator[None, None, None]:
     """The search for one partition, as a generator that pauses every `_SLICE` steps and
-    leaves its findings in `progress`. Hot loop: everything is a local, the list is arrays."""
+    leaves its findings in `progress`. Hot loop: everything is a local, the lists are arrays.
+
+    Two lists share the arrays: the determinate operations' calls and returns, and the
+    indeterminate operations' calls. At each node the search first tries the determinate
+    calls before the first pending return, then the indeterminate calls before that return,
+    so it explains the history without indeterminate operations where it can.
+    """
     step = model.step
+    n_ops = len(ops)
     inputs = [(op.kind, op.input) for op in ops]
     outputs = [UNKNOWN if op.indeterminate else op.output for op in ops]
     determinate = [not op.indeterminate for op in ops]
-    pure = [model.is_pure(inputs[i], outputs[i]) for i in range(len(ops))]
+    pure = [model.is_pure(inputs[i], outputs[i]) for i in range(n_ops)]
 
     # Events sorted by time; at equal times calls come first (such operations overlap).
     events: list[tuple[float, int, int]] = []
@@ -198,14 +205,17 @@ def _search(model: Model, ops: History, progress: _Progress) -> Generator[None, 
         if determinate[i]:
             events.append((op.effective_ret, 1, i))
     events.sort()
-    # Entry 0 is the head, 1..m the events, m + 1 the tail. op_of[e] >= 0: call of that
-    # operation; < 0: return of operation ~op_of[e] (and op_of[0] = -1 for the head, which
-    # the loop visits only to backtrack). ret_of[e]: the return entry of a call.
+    # Entries 1..m are the events in time order; m + 1 and m + 2 head and tail the main list,
+    # m + 3 and m + 4 the indeterminate one. op_of[e] >= 0: call of that operation; < 0:
+    # return of operation ~op_of[e]. ret_of[e]: the return entry of a call (0: none).
     m = len(events)
-    op_of = [0] * (m + 2)
-    op_of[0] = -1
-    ret_of = [0] * (m + 2)
-    call_entry = [0] * len(ops)
+    main_head, main_tail, info_head, info_tail = m + 1, m + 2, m + 3, m + 4
+    op_of = [0] * (m + 5)
+    ret_of = [0] * (m + 5)
+    nxt = [0] * (m + 5)
+    prv = [0] * (m + 5)
+    call_entry = [0] * n_ops
+    last = {True: main_head, False: info_head}
     for e, (_, is_ret, i) in enumerate(events, 1):
         if is_ret:
             op_of[e] = ~i
@@ -213,42 +223,56 @@ def _search(model: Model, ops: History, progress: _Progress) -> Generator[None, 
         else:
             op_of[e] = i
             call_entry[i] = e
-    nxt = list(range(1, m + 3))
-    prv = list(range(-1, m + 1))
+        nxt[last[determinate[i]]] = e
+        prv[e] = last[determinate[i]]
+        last[determinate[i]] = e
+    nxt[last[True]], prv[main_tail] = main_tail, last[True]
+    nxt[last[False]], prv[info_tail] = info_tail, last[False]
 
-    bits = [1 << i for i in range(len(ops))]
+    bits = [1 << i for i in range(n_ops)]
     remaining = sum(determinate)
     state: State = progress.state
     linearized = 0
     cache: set[tuple[int, State]] = set()
-    stack: list[tuple[int, State, int]] = []  # (call entry, state before, linearized before)
+    # (call entry, state before, linearized before, boundary before)
+    stack: list[tuple[int, State, int, int]] = []
     best = 0
     budget = _SLICE
-    entry = nxt[0]
+    entry = nxt[main_head]
+    boundary = 0  # 0: walking the main list; else the first pending return entry
     while remaining:
         budget -= 1
         if not budget:
             progress.explored = len(cache)
             yield
             budget = _SLICE
-        i = op_of[entry]
+        if not boundary:
+            i = op_of[entry]
+            if i < 0:  # the first pending return: now the indeterminate calls before it
+                boundary = entry
+                entry = nxt[info_head]
+                continue
+        elif entry < boundary:
+            i = op_of[entry]
+        else:
+            i = -1  # nothing left to try here
         if i >= 0:
             ok, new_state = step(state, inputs[i], outputs[i])
-            if ok:
+            # An indeterminate operation that changes nothing here is as good as dropped.
+            if ok and (not boundary or new_state != state):
                 new_linearized = linearized | bits[i]
                 memo = (new_linearized, new_state)
                 if memo in cache:
                     if pure[i]:
                         # A pure operation that is possible now can be moved to the front
-                        # of any continuation; all of those failed, so this node fails.
-                        entry = 0
-                        continue
+                        # of any continuation; all of those fail, so this node fails.
+                        i = -1
                 else:
                     cache.add(memo)
-                    stack.append((entry, state, linearized))
+                    stack.append((entry, state, linearized, boundary))
                     state = new_state
                     linearized = new_linearized
-                    # lift the call and its return out of the list
+                    # lift the call and its return out of their list
                     p, n = prv[entry], nxt[entry]
                     nxt[p] = n
                     prv[n] = p
@@ -262,29 +286,31 @@ def _search(model: Model, ops: History, progress: _Progress) -> Generator[None, 
                         best = len(stack)
                         progress.order = [op_of[s[0]] for s in stack]
                         progress.state = state
-                    entry = nxt[0]
+                    entry = nxt[main_head]
+                    boundary = 0
                     continue
-            entry = nxt[entry]
-        else:
-            # A return (or entry 0: a dead end found early): backtrack. Popping a pure
-            # operation means its node failed too (see above), so keep popping.
-            while True:
-                if not stack:
-                    progress.verdict = NOT_LINEARIZABLE
-                    progress.explored = len(cache)
-                    return
-                entry, state, linearized = stack.pop()
-                # put the call and its return back, in reverse order of removal
-                r = ret_of[entry]
-                if r:
-                    nxt[prv[r]] = r
-                    prv[nxt[r]] = r
-                    remaining += 1
-                nxt[prv[entry]] = entry
-                prv[nxt[entry]] = entry
-                if not pure[op_of[entry]]:
-                    break
-            entry = nxt[entry]
+            if i >= 0:
+                entry = nxt[entry]
+                continue
+        # This node failed: backtrack. Popping a pure operation means its node failed too
+        # (see above), so keep popping.
+        while True:
+            if not stack:
+                progress.verdict = NOT_LINEARIZABLE
+                progress.explored = len(cache)
+                return
+            entry, state, linearized, boundary = stack.pop()
+            # put the call and its return back, in reverse order of removal
+            r = ret_of[entry]
+            if r:
+                nxt[prv[r]] = r
+                prv[nxt[r]] = r
+                remaining += 1
+            nxt[prv[entry]] = entry
+            prv[nxt[entry]] = entry
+            if not pure[op_of[entry]]:
+                break
+        entry = nxt[entry]
     progress.verdict = LINEARIZABLE
     progress.order = [op_of[s[0]] for s in stack]
     progress.state = state
