@@ -247,17 +247,19 @@ class _Inbound(FramedProtocol):
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self.closing:
+            return
         if not self.authenticated:
             self.fail("handshake not completed in time")
             return
-        if self.sink is not None:
-            loop = asyncio.get_running_loop()
-            idle = loop.time() - self.last_rx
-            limit = self.owner._snapshot_timeout
-            if idle >= limit:
-                self.fail(f"snapshot stream from {self.peer_id} stalled for {idle:.1f} s")
-            else:
-                self._timer = loop.call_later(limit - idle, self._on_timer)
+        # an authenticated snapshot stream: no frame for snapshot_timeout closes it
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self.last_rx
+        limit = self.owner._snapshot_timeout
+        if idle >= limit:
+            self.fail(f"snapshot stream from {self.peer_id} stalled for {idle:.1f} s")
+        else:
+            self._timer = loop.call_later(limit - idle, self._on_timer)
 
     # -- handshake ------------------------------------------------------------------------
     def _hello_frame(self, kind: int, payload: memoryview) -> None:
@@ -302,6 +304,7 @@ class _Inbound(FramedProtocol):
             self.frame_received = self._raft_frame
         else:
             self.frame_received = self._snap_frame
+            self.last_rx = asyncio.get_running_loop().time()
             self._on_timer()  # arms the stall check
         self.owner._inbound_ready(self)
 
@@ -315,7 +318,20 @@ class _Inbound(FramedProtocol):
         except CodecError as exc:
             self.fail(f"undecodable message from {self.peer_id}: {exc}")
             return
-        self.owner._receive(self, msg)
+        owner = self.owner
+        if (
+            msg.frm == self.peer_id
+            and msg.to == owner.node_id
+            and msg.type is not MessageType.SNAPSHOT
+            and not owner._closed
+        ):  # the hot path, inlined
+            owner._received[self.peer_id] += 1
+            try:
+                owner._on_message(msg)
+            except Exception:
+                log.exception("on_message raised for a %s from %s", msg.type.name, msg.frm)
+        else:
+            owner._reject(self, msg)
 
     # -- snapshot channel -----------------------------------------------------------------
     def _snap_frame(self, kind: int, payload: memoryview) -> None:
@@ -794,22 +810,20 @@ class PeerTransport:
         if table.get(conn.peer_id) is conn:
             del table[conn.peer_id]
 
-    def _receive(self, conn: _Inbound, msg: Message) -> None:
-        """A message decoded on an authenticated raft connection."""
-        peer_id = conn.peer_id
-        if msg.frm != peer_id or msg.to != self.node_id or msg.type is MessageType.SNAPSHOT:
-            self._rejected[peer_id] += 1
-            if not conn.spoof_logged:
-                conn.spoof_logged = True
-                log.warning(
-                    "dropped a %s from %r to %r on the connection of %r",
-                    msg.type.name,
-                    msg.frm,
-                    msg.to,
-                    peer_id,
-                )
+    def _reject(self, conn: _Inbound, msg: Message) -> None:
+        """Drop a message with a spoofed ``frm``, a wrong ``to``, or a SNAPSHOT outside a stream."""
+        if self._closed:
             return
-        self._deliver(peer_id, msg)
+        self._rejected[conn.peer_id] += 1
+        if not conn.spoof_logged:  # once per connection
+            conn.spoof_logged = True
+            log.warning(
+                "dropped a %s from %r to %r on the connection of %r",
+                msg.type.name,
+                msg.frm,
+                msg.to,
+                conn.peer_id,
+            )
 
     def _deliver(self, peer_id: str, msg: Message) -> None:
         if self._closed:

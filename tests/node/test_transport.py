@@ -504,3 +504,57 @@ def test_oversize_outbound_message_is_dropped_not_sent() -> None:
             await stop_nodes(nodes.values())
 
     run("asyncio", main)
+
+
+def test_on_message_exception_does_not_break_the_connection() -> None:
+    async def main() -> None:
+        nodes = await start_nodes(("a", "b"))
+        a, b = nodes["a"], nodes["b"]
+
+        def explode(msg: Message) -> None:
+            if msg.commit == 1:
+                raise RuntimeError("runtime bug")
+
+        b.on_message_hook = explode
+        try:
+            a.t.send([heartbeat("a", "b", n) for n in range(3)])
+            await eventually(lambda: len(b.inbox) == 3, "all three despite the exception")
+            assert a.unreachable == [] and a.t.stats()["b"]["reconnects"] == 0
+        finally:
+            await stop_nodes(nodes.values())
+
+    run("asyncio", main)
+
+
+def test_snapshot_receiver_rejects_overrun_and_stalls(tmp_path: Path) -> None:
+    async def main() -> None:
+        b = Node("b", snapshot_timeout=0.3)
+        b.sink_dir = tmp_path
+        await b.t.start()
+        header = framing.K_SNAP_HEADER
+        try:
+            over = await RawPeer.connect(b.t.port)
+            assert await over.handshake("a", "b", channel=framing.CH_SNAPSHOT)
+            await over.send_frame(
+                header, (10).to_bytes(8, "big") + encode_message(snapshot_msg("a", "b"))
+            )
+            await over.send_frame(framing.K_SNAP_CHUNK, b"x" * 20)  # more than announced
+            assert await over.read_frame() == (framing.K_SNAP_ACK, b"\x00")
+            assert await over.closed_by_peer() == b""
+            await eventually(lambda: b.sinks[0].aborted, "sink aborted")
+
+            stall = await RawPeer.connect(b.t.port)
+            assert await stall.handshake("a", "b", channel=framing.CH_SNAPSHOT)
+            await stall.send_frame(
+                header, (100).to_bytes(8, "big") + encode_message(snapshot_msg("a", "b"))
+            )
+            await stall.send_frame(framing.K_SNAP_CHUNK, b"x" * 10)
+            assert await stall.closed_by_peer() == b""  # after snapshot_timeout of silence
+            assert b.sinks[1].aborted and not b.sinks[1].finished
+            assert b.inbox == []
+            for raw in (over, stall):
+                await raw.close()
+        finally:
+            await b.t.stop()
+
+    run("asyncio", main)
