@@ -15,7 +15,9 @@ indeterminate reads are dropped before the search.
 
 Pruning: an operation that never changes the state (`Model.is_pure`: a read, a cas that did
 not apply) and is possible now can be moved to the front of any continuation, so once the
-continuations through it fail, the node fails without trying its siblings.
+continuations through it fail, the node fails without trying its siblings. An indeterminate
+operation is tried only after the determinate ones, and never where it would change nothing
+(taking it out of a linearization there leaves a linearization).
 """
 
 from __future__ import annotations

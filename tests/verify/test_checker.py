@@ -119,6 +119,16 @@ class TestIndeterminate:
         assert result.verdict == "linearizable"
         assert result.partitions[0].operations == 1
 
+    def test_many_indeterminate_operations_that_change_nothing(self) -> None:
+        # 2^24 subsets of these could be linearized; none changes the register, so the
+        # search must not try them, and the stale read is found at once.
+        history = [ok(0, "write", 1, None, 0, 1)]
+        history += [info(c, "cas", (9, c), 2 + c) for c in range(1, 25)]
+        history += [ok(0, "write", 2, None, 30, 31), ok(0, "read", None, 1, 32, 33)]
+        result = check(history, REG, timeout=10.0)
+        assert result.verdict == "not_linearizable"
+        assert "read() -> 1 [32, 33] must take effect by 33" in result.details
+
 
 class TestFailedOperations:
     def test_failed_write_did_not_happen(self) -> None:
