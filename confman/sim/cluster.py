@@ -18,6 +18,8 @@ crashed members restart) and liveness is required:
   retries at the new leader;
 - after ``LIVE_PROPOSALS`` acknowledged proposals, every live member applies up to the
   cluster's commit index within ``commit_bound`` more ticks of the same leader;
+- where a profile throttles appends to about one entry each (``max_msg_bytes`` < 1 KiB),
+  both bounds grow by 3 ticks (a round trip plus slack) per entry of backlog;
 - leadership changes at most ``MAX_CALM_LEADER_CHANGES`` times (a node that rejoins with a
   higher term may legitimately depose the first leader, more so without pre-vote).
 """
@@ -175,13 +177,15 @@ class Cluster:
         self.election_min, self.election_max = profile.election
         self.leader_bound = 8 * self.election_max
         self.commit_bound = self.election_max
+        # Appends throttled to about one entry each: a backlog costs a round trip per entry.
+        self.per_entry = 3 if profile.max_msg_bytes < 1024 else 0
         self.heal_at = -1
         self.leader_hint: NodeId | None = None
         self.payload_seq = 0
         self.reports: list[tuple[NodeId, NodeId, bool | None]] = []  # (from, peer, snap ok)
         self.calm = False
         self.calm_since = -1
-        # Liveness client: (payload, proposed at, leader term, leader), acknowledged count.
+        # Liveness client: (payload, deadline, leader term, leader), acknowledged count.
         self.live: tuple[bytes, int, int, NodeId] | None = None
         self.live_acked = 0
         self.leader_changes = 0
@@ -281,6 +285,8 @@ class Cluster:
             heartbeat_tick=p.heartbeat,
             pre_vote=p.pre_vote,
             check_quorum=p.check_quorum,
+            max_size_per_msg=p.max_msg_bytes,
+            max_inflight_msgs=p.max_inflight,
             applied=applied,
             rng=random.Random(self.rng.getrandbits(64)),
             bugs=self.bugs,
@@ -852,8 +858,6 @@ class Cluster:
         if self.live_acked < LIVE_PROPOSALS:
             self._live_propose(ld, raw)
             return False
-        if self.converge_by < 0:
-            self.converge_by = now + self.commit_bound
         target = self.checker.max_commit
         cs = raw.conf_state()
         behind = [
@@ -863,12 +867,14 @@ class Cluster:
         ]
         if not behind:
             return True
+        if self.converge_by < 0:
+            backlog = max(target - sn.applied for sn in behind)
+            self.converge_by = now + self.commit_bound + self.per_entry * backlog
         if now > self.converge_by:
             sn = behind[0]
             raise Violation(
                 "liveness",
-                f"{sn.id} applied only {sn.applied} of {target} {self.commit_bound} ticks "
-                "after the last proposal",
+                f"{sn.id} applied only {sn.applied} of {target} by tick {self.converge_by}",
                 (sn.id,), None, sn.applied + 1,
             )
         return False
@@ -877,7 +883,7 @@ class Cluster:
         """Propose to the leader; each proposal a stable leader accepted must commit in time."""
         live = self.live
         if live is not None:
-            payload, started, term, nid = live
+            payload, deadline, term, nid = live
             at = self.checker.applied_at(payload)
             if at is not None:
                 self.live_acked += 1
@@ -885,20 +891,21 @@ class Cluster:
                 self._ev(f"liveness proposal {payload.decode()} committed at {at}")
                 return
             if nid == ld.id and term == raw.term:
-                if self.now - started > self.commit_bound:
+                if self.now > deadline:
                     raise Violation(
                         "liveness",
-                        f"proposal {payload.decode()} not committed {self.commit_bound} ticks "
-                        f"after leader {nid} accepted it",
+                        f"proposal {payload.decode()} accepted by leader {nid} not committed "
+                        f"by tick {deadline}",
                         (nid,), term, None,
                     )
                 return
         try:
             payload = self._payload()
-            raw.propose(payload)
+            idx = raw.propose(payload)
         except (NotLeaderError, ProposalDroppedError):
             return
-        self.live = (payload, self.now, raw.term, ld.id)
+        deadline = self.now + self.commit_bound + self.per_entry * (idx - raw.commit_index)
+        self.live = (payload, deadline, raw.term, ld.id)
         self._after(ld)
 
 

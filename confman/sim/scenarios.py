@@ -24,6 +24,8 @@ class Profile:
     heartbeat: int = 7
     pre_vote: bool = True
     check_quorum: bool = True
+    max_msg_bytes: int = 1 << 20  # Config.max_size_per_msg: small values split appends
+    max_inflight: int = 256  # Config.max_inflight_msgs
     # partitions
     partition: float = 0.0  # chance a partition starts (while none is active)
     partition_len: tuple[int, int] = (20, 150)
@@ -95,7 +97,7 @@ PROFILES: tuple[Profile, ...] = (
         "bug_figure8", fault_ticks=600, net=NetFaults(drop=0.1, delay_max=2), pre_vote=False,
         check_quorum=False, election=(10, 14), heartbeat=3, crash=0.02, crash_leader=0.9,
         down_len=(1, 10), send_first=1.0, persist_delay=(1, 3), crash_in_window=0.3,
-        unsent_leader=0.5,
+        unsent_leader=0.5, max_msg_bytes=1, max_inflight=1,
     ),
     Profile(
         "bug_vote_crash", nodes=5, net=NetFaults(delay_max=2), pre_vote=False,

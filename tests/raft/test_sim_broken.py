@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from confman.raft.config import KNOWN_BUGS
-from confman.sim.cluster import RunResult
+from confman.sim.cluster import Cluster, RunResult
 from confman.sim.runner import run_seed
-from confman.sim.scenarios import BUG_PROFILES
+from confman.sim.scenarios import BUG_PROFILES, BY_NAME
 
 SEEDS = 40
 
@@ -60,3 +60,22 @@ def test_bug_is_caught(bug: str) -> None:
     # Without the bug the very same schedule is clean.
     clean = run_seed(r.seed, BUG_PROFILES[bug])
     assert clean.ok, clean.trace(last=40)
+
+
+def test_figure8_loses_a_committed_entry_without_the_rule_check() -> None:
+    """With only the outcome checks, commit_old_terms shows its real damage (Figure 8).
+
+    The targeted mix sends one entry per append, so a follower can acknowledge an old-term
+    entry without the new leader's no-op; the leader then crashes before its own no-op is
+    durable, and a rival with a newer last term wins and overwrites the entry.
+    """
+    profile = BY_NAME[BUG_PROFILES["commit_old_terms"]]
+    bug = frozenset({"commit_old_terms"})
+    lost = {"leader-completeness", "committed-lost", "state-machine-safety"}
+    for seed in range(SEEDS):
+        r = Cluster(seed, profile, bug, commit_rule=False).run()
+        if not r.ok:
+            assert r.violation is not None and r.violation.invariant in lost, r.trace(last=40)
+            assert Cluster(seed, profile, commit_rule=False).run().ok
+            return
+    pytest.fail(f"no committed entry lost in {SEEDS} seeds")
