@@ -71,13 +71,14 @@ _JITTER = NetFaults(drop=0.01, dup=0.01, delay_min=0, delay_max=2)
 #: The default rotation: every fault kind, on 3 and 5 nodes.
 PROFILES: tuple[Profile, ...] = (
     Profile("calm", net=NetFaults(delay_max=1), fault_ticks=200, read=0.1, lease=0.1),
-    Profile("lossy", net=_LOSSY),
+    Profile("lossy", net=_LOSSY, max_msg_bytes=100, max_inflight=4),
     Profile("partitions", net=_JITTER, partition=0.03),
     Profile("partitions5", nodes=5, net=_JITTER, partition=0.03),
     Profile("crashes", net=_JITTER, crash=0.02, send_first=0.5, crash_in_window=0.03),
     Profile("crashes5", nodes=5, net=_JITTER, crash=0.03, send_first=0.5, crash_in_window=0.03),
     Profile(
-        "snapshots", net=_LOSSY, crash=0.01, partition=0.02, snapshot_every=8, snapshot_keep=1
+        "snapshots", net=_LOSSY, crash=0.01, partition=0.02, snapshot_every=8, snapshot_keep=1,
+        max_msg_bytes=60, max_inflight=2,
     ),
     Profile("membership", net=_JITTER, membership=0.03, crash=0.005, snapshot_every=20),
     Profile("membership5", nodes=5, net=_LOSSY, membership=0.03, partition=0.01,
