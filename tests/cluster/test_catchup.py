@@ -6,10 +6,12 @@ from collections.abc import Callable
 
 from confman.verify.cluster import ProcessCluster
 from tests.cluster.util import (
+    boot,
     cluster_info,
     create_namespace,
     entries,
     put_config,
+    seed,
     wait_converged,
 )
 
@@ -18,12 +20,8 @@ def test_restarted_node_receives_the_entries_it_missed(
     make_cluster: Callable[..., ProcessCluster],
 ) -> None:
     c = make_cluster(3)
-    c.start_all()
-    leader = c.wait_leader(timeout=15)
-    c.wait_ready()
-    create_namespace(c, "production")
-    put_config(c, "production", "db.host", "db-1")
-    wait_converged(c)
+    leader = boot(c)
+    seed(c, "production", {"db.host": "db-1"})
     lagging = next(n for n in c.ids if n != leader)
     before = cluster_info(c, lagging)["appliedIndex"]
     c.kill(lagging)

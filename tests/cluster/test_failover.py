@@ -9,12 +9,12 @@ from confman.verify.cluster import ProcessCluster
 from tests.cluster.util import (
     TOLERANCE_S,
     Writer,
+    boot,
     cluster_info,
-    create_namespace,
     election_hi_s,
     entries,
     get_config,
-    put_config,
+    seed,
     wait_converged,
 )
 
@@ -23,12 +23,8 @@ def test_leader_kill9_new_leader_higher_term_no_acknowledged_write_lost(
     make_cluster: Callable[..., ProcessCluster],
 ) -> None:
     c = make_cluster(3)
-    c.start_all()
-    old = c.wait_leader(timeout=15)
-    c.wait_ready()
-    create_namespace(c, "failover")
-    put_config(c, "failover", "probe", "readable")
-    wait_converged(c)
+    old = boot(c)
+    seed(c, "failover", {"probe": "readable"})
     term0 = cluster_info(c, old)["term"]
     survivors = [n for n in c.ids if n != old]
 

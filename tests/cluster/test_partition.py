@@ -11,12 +11,13 @@ import httpx
 from confman.verify.cluster import ProcessCluster
 from tests.cluster.util import (
     TOLERANCE_S,
+    boot,
     cluster_info,
-    create_namespace,
     election_hi_s,
     entries,
     get_config,
     put_config,
+    seed,
     wait_converged,
 )
 
@@ -25,12 +26,8 @@ def test_isolated_leader_steps_down_and_its_write_is_never_acknowledged(
     make_cluster: Callable[..., ProcessCluster],
 ) -> None:
     c = make_cluster(3, replication_timeout_ms=3000)
-    c.start_all()
-    old = c.wait_leader(timeout=15)
-    c.wait_ready()
-    create_namespace(c, "part")
-    put_config(c, "part", "before", "1")
-    wait_converged(c)
+    old = boot(c)
+    seed(c, "part", {"before": "1"})
     term0 = cluster_info(c, old)["term"]
     majority = [n for n in c.ids if n != old]
 

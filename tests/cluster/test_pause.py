@@ -10,11 +10,12 @@ from collections.abc import Callable
 from confman.verify.cluster import ProcessCluster
 from tests.cluster.util import (
     TOLERANCE_S,
+    boot,
     cluster_info,
-    create_namespace,
     election_hi_s,
     entries,
     put_config,
+    seed,
     wait_converged,
 )
 
@@ -23,12 +24,8 @@ def test_frozen_leader_thaws_into_a_follower_of_the_new_term(
     make_cluster: Callable[..., ProcessCluster],
 ) -> None:
     c = make_cluster(3)
-    c.start_all()
-    old = c.wait_leader(timeout=15)
-    c.wait_ready()
-    create_namespace(c, "pause")
-    put_config(c, "pause", "a", "1")
-    wait_converged(c)
+    old = boot(c)
+    seed(c, "pause", {"a": "1"})
     term0 = cluster_info(c, old)["term"]
     others = [n for n in c.ids if n != old]
 

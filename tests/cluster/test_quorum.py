@@ -10,11 +10,13 @@ import pytest
 from confman.verify.cluster import ProcessCluster
 from tests.cluster.util import (
     TOLERANCE_S,
+    boot,
     cluster_info,
     create_namespace,
     election_hi_s,
     get_config,
     put_config,
+    seed,
     wait_converged,
 )
 
@@ -24,12 +26,8 @@ def test_survivor_without_quorum_serves_reads_refuses_writes_until_one_returns(
     make_cluster: Callable[..., ProcessCluster], down: str
 ) -> None:
     c = make_cluster(3)
-    c.start_all()
-    leader = c.wait_leader(timeout=15)
-    c.wait_ready()
-    create_namespace(c, "quorum")
-    put_config(c, "quorum", "color", "blue")
-    wait_converged(c)
+    leader = boot(c)
+    seed(c, "quorum", {"color": "blue"})
     followers = [n for n in c.ids if n != leader]
     survivor = leader if down == "both_followers" else followers[0]
     killed = [n for n in c.ids if n != survivor]

@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from confman.verify.cluster import ProcessCluster
-from tests.cluster.util import create_namespace, get_config
+from tests.cluster.util import boot, create_namespace, get_config
 
 
 def test_follower_redirects_writes_to_the_leader(
     make_cluster: Callable[..., ProcessCluster],
 ) -> None:
     c = make_cluster(3)
-    c.start_all()
-    leader = c.wait_leader(timeout=15)
-    c.wait_ready()
+    leader = boot(c)
     follower = next(n for n in c.ids if n != leader)
     leader_base = c.url(leader).rstrip("/")
 

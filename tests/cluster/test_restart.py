@@ -6,20 +6,16 @@ import itertools
 from collections.abc import Callable
 
 from confman.verify.cluster import ProcessCluster
-from tests.cluster.util import create_namespace, entries, put_config, wait_converged
+from tests.cluster.util import boot, entries, put_config, seed, wait_converged
 
 
 def test_full_restart_in_every_order_keeps_all_data(
     make_cluster: Callable[..., ProcessCluster],
 ) -> None:
     c = make_cluster(3)
-    c.start_all()
-    c.wait_leader(timeout=15)
-    create_namespace(c, "restart")
+    boot(c)
     expected = {f"base.{i}": f"b{i}" for i in range(10)}
-    for k, v in expected.items():
-        put_config(c, "restart", k, v)
-    before = wait_converged(c)
+    before = seed(c, "restart", expected)
 
     # One cluster, six rounds: each stops every node (SIGKILL and SIGTERM alternately), then
     # starts them in the next order, each answering HTTP before the next one starts.

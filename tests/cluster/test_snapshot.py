@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from confman.verify.cluster import ProcessCluster
-from tests.cluster.util import cluster_info, create_namespace, entries, put_config, wait_converged
+from tests.cluster.util import (
+    boot,
+    cluster_info,
+    entries,
+    put_config,
+    seed,
+    wait_converged,
+)
 
 SNAPSHOT_INTERVAL = 10
 
@@ -14,15 +21,9 @@ def test_wiped_follower_is_rebuilt_by_snapshot_and_log(
     make_cluster: Callable[..., ProcessCluster],
 ) -> None:
     c = make_cluster(3, snapshot_interval=SNAPSHOT_INTERVAL)
-    c.start_all()
-    leader = c.wait_leader(timeout=15)
-    c.wait_ready()
-    create_namespace(c, "snap")
-    expected = {}
-    for i in range(4 * SNAPSHOT_INTERVAL):
-        expected[f"k{i:03d}"] = f"before-{i}"
-        put_config(c, "snap", f"k{i:03d}", f"before-{i}")
-    wait_converged(c)
+    leader = boot(c)
+    expected = {f"k{i:03d}": f"before-{i}" for i in range(4 * SNAPSHOT_INTERVAL)}
+    seed(c, "snap", expected)
     victim = next(n for n in c.ids if n != leader)
     others = [n for n in c.ids if n != victim]
 

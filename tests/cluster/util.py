@@ -30,6 +30,22 @@ def cluster_info(c: ProcessCluster, nid: str) -> dict[str, Any]:
     return dict(st["cluster"], status=st["status"], httpStatus=st["httpStatus"])
 
 
+def boot(c: ProcessCluster, timeout: float = 20.0) -> str:
+    """Start every node; the leader, once every node is ready and follows it."""
+    c.start_all()
+    leader = c.wait_leader(timeout=timeout)
+    c.wait_ready(timeout=timeout)
+    return leader
+
+
+def seed(c: ProcessCluster, ns: str, values: dict[str, str]) -> dict[str, Any]:
+    """Create ``ns`` with ``values`` and wait until every node has them; the state."""
+    create_namespace(c, ns)
+    for k, v in values.items():
+        put_config(c, ns, k, v)
+    return wait_converged(c)
+
+
 def write(
     c: ProcessCluster,
     method: str,
