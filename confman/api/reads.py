@@ -36,7 +36,7 @@ def _min_index(request: web.Request) -> int | None:
     if raw is None:
         raw = request.headers.get("X-Confman-Min-Index")
         field = "X-Confman-Min-Index"
-    return None if raw is None else int_param(raw, field)
+    return None if raw is None else int_param(raw, field, minimum=0)
 
 
 async def prepare_read(request: web.Request, ctx: ApiContext) -> Reader:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aiohttp import web
 
 from confman.api.access import caller, namespace
@@ -126,6 +128,8 @@ async def _propose_versioned(
         version = int(result.value["version"])
         if fields.get("create_only"):
             break
+    if result.status == ApplyStatus.PRECONDITION_FAILED and result.value is None:
+        result = replace(result, detail="Configuration does not exist (If-Match: *)")
     return result
 
 

@@ -80,7 +80,7 @@ async def get_audit(request: web.Request) -> web.Response:
     ctx, principal = caller(request, VIEWER)
     ns = namespace(request, principal)
     raw = request.query.get("limit")
-    limit = 50 if raw is None else int_param(raw, "limit", minimum=-(10**18))
+    limit = 50 if raw is None else int_param(raw, "limit")
     limit = max(1, min(AUDIT_LIMIT_MAX, limit))
     events, headers = await read_state(request, ctx, lambda r: r.audit(ns, limit))
     return json_response(events, headers=headers)

@@ -184,12 +184,18 @@ def _json_type(value: object) -> str:
 # -- query parameters and headers --------------------------------------------------------
 
 
-def int_param(raw: str, field: str, *, minimum: int = 0) -> int:
-    """A decimal integer parameter, else 400 naming ``field``."""
+_INT_RE = re.compile(r"-?[0-9]{1,19}\Z")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def int_param(raw: str, field: str, *, minimum: int = INT64_MIN) -> int:
+    """A decimal 64-bit integer parameter >= ``minimum``, else 400 naming ``field``."""
     text = raw.strip()
-    if not text or len(text) > 19 or not text.lstrip("-").isdigit() or not text.isascii():
+    if not _INT_RE.match(text):
         raise bad_request(field, f"must be an integer, not {raw[:40]!r}")
     value = int(text)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise bad_request(field, "must be a 64-bit integer")
     if value < minimum:
         raise bad_request(field, f"must be >= {minimum}")
     return value

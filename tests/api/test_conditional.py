@@ -50,7 +50,9 @@ def test_if_match_is_compare_and_set(api: CheckedClient) -> None:
 def test_if_match_star_needs_an_existing_entry(api: CheckedClient) -> None:
     path = entry("star")
     r = api.put(path, json={"value": "x"}, headers={**ED, "If-Match": "*"})
-    assert r.status_code == 412
+    assert (
+        r.status_code == 412 and r.json()["detail"] == "Configuration does not exist (If-Match: *)"
+    )
     assert api.get(path, headers=ED).status_code == 404
     assert api.put(path, json={"value": "1"}, headers=ED).status_code == 201
     r = api.put(path, json={"value": "2"}, headers={**ED, "If-Match": "*"})

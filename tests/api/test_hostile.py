@@ -242,6 +242,8 @@ def test_name_of_128_characters_is_fine(api: CheckedClient) -> None:
         ("/api/v1/configs?consistency=strong", "consistency"),
         ("/api/v1/configs?minIndex=-1", "minIndex"),
         ("/api/v1/configs?minIndex=x", "minIndex"),
+        ("/api/v1/configs?minIndex=9223372036854775808", "minIndex"),
+        (f"/api/v1/namespaces/{NS}/audit?limit=-9223372036854775809", "limit"),
     ],
 )
 def test_bad_query_parameters_are_400(api: CheckedClient, path: str, field: str) -> None:
@@ -252,6 +254,7 @@ def test_bad_query_parameters_are_400(api: CheckedClient, path: str, field: str)
     ("header", "value", "field"),
     [
         ("If-Match", "3", "If-Match"),
+        ("If-Match", "", "If-Match"),
         ("If-Match", '"a"', "If-Match"),
         ("If-Match", 'W/"1"', "If-Match"),
         ("If-Match", '"1", "2"', "If-Match"),
