@@ -1,1 +1,9 @@
-"""Deterministic cluster simulator for the Raft core (virtual clock, seeded faults)."""
+"""Deterministic cluster simulator for the Raft core (virtual clock, seeded faults).
+
+- ``network``: the seeded network (loss, duplication, delay and reordering, partitions);
+- ``scenarios``: fault profiles, including targeted mixes for the core's deliberate bugs;
+- ``checks``: the safety invariants, judged incrementally after every event;
+- ``cluster``: one run: nodes with their disks, clients, faults, the liveness phase;
+- ``runner``: many runs on several processes, and their summary;
+- ``__main__``: the command line (``python -m confman.sim --help``).
+"""

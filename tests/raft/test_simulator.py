@@ -6,7 +6,10 @@ The sweep tests are the main test of the Raft core: every seed runs one fault pr
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -255,6 +258,18 @@ def test_a_seed_replays_identically() -> None:
     a = run_seed(5, "chaos")
     b = run_seed(5, "chaos")
     assert a.events == b.events and a.stats == b.stats
+
+
+def test_cli_replays_a_failing_seed_in_another_process() -> None:
+    """``--seed N --trace`` in a fresh process (other hash seed) prints the same trace."""
+    bug = "read_index_no_heartbeat"
+    r = next(r for s in range(30) if not (r := run_seed(s, "bug_stale_read", frozenset({bug}))).ok)
+    cmd = [sys.executable, "-m", "confman.sim", "--seed", str(r.seed), "--profile",
+           "bug_stale_read", "--bug", bug, "--trace"]
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert r.trace() in out.stdout
 
 
 def test_calm_cluster_elects_commits_and_converges() -> None:
