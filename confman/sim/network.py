@@ -25,11 +25,7 @@ class NetFaults:
     slow: float = 0.0  # probability of a long delay (up to ``slow_max`` ticks): stale replays
     slow_max: int = 0
     drop_append: float = 0.0  # extra loss for appends that carry entries (partial replication)
-
-    @property
-    def max_delay(self) -> int:
-        """Longest delay any message can see under these faults."""
-        return max(self.delay_max, self.slow_max if self.slow > 0 else 0)
+    snapshot_delay: int = 0  # snapshots are big: up to this many extra ticks in flight
 
 
 @dataclass(slots=True)
@@ -79,6 +75,8 @@ class Network:
                 delay = rng.randint(f.delay_min, f.delay_max)
             else:
                 delay = f.delay_min
+            if f.snapshot_delay and msg.snapshot is not None:
+                delay += rng.randint(0, f.snapshot_delay)
             self._seq += 1
             heapq.heappush(self._queue, (now + delay, self._seq, msg))
         return True

@@ -77,8 +77,8 @@ PROFILES: tuple[Profile, ...] = (
     Profile("crashes", net=_JITTER, crash=0.02, send_first=0.5, crash_in_window=0.03),
     Profile("crashes5", nodes=5, net=_JITTER, crash=0.03, send_first=0.5, crash_in_window=0.03),
     Profile(
-        "snapshots", net=_LOSSY, crash=0.01, partition=0.02, snapshot_every=8, snapshot_keep=1,
-        max_msg_bytes=60, max_inflight=2,
+        "snapshots", net=replace(_LOSSY, snapshot_delay=20), crash=0.01, partition=0.02,
+        snapshot_every=8, snapshot_keep=1, max_msg_bytes=60, max_inflight=2,
     ),
     Profile("membership", net=_JITTER, membership=0.03, crash=0.005, snapshot_every=20),
     Profile("membership5", nodes=5, net=_LOSSY, membership=0.03, partition=0.01,
