@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from confman.verify.cluster import ProcessCluster
+from confman.verify.proxy import Mode
 from tests.cluster.util import (
     TOLERANCE_S,
     boot,
@@ -23,13 +24,21 @@ from tests.cluster.util import (
 )
 
 
-@pytest.mark.parametrize("heal", ["after_the_write_timed_out", "while_the_write_waits"])
+@pytest.mark.parametrize(
+    ("heal", "mode"),
+    [
+        ("after_the_write_timed_out", "drop"),
+        ("while_the_write_waits", "drop"),
+        ("while_the_write_waits", "reset"),
+    ],
+)
 def test_isolated_leader_steps_down_and_its_write_is_never_acknowledged(
-    make_cluster: Callable[..., ProcessCluster], heal: str
+    make_cluster: Callable[..., ProcessCluster], heal: str, mode: Mode
 ) -> None:
     """The write reaches the old leader, which appends it but cannot commit it. Either its
     replication timeout answers first (the entry is still in the old leader's log when the
-    partition heals), or the heal does: the new leader's log replaces the entry."""
+    partition heals), or the heal does: the new leader's log replaces the entry. The cut
+    is a black hole (``drop``) or refused connections (``reset``)."""
     pending = heal == "while_the_write_waits"
     # Longer election timeouts: the write must reach the old leader before it steps down
     # (at least half the lower timeout after the cut), even on a loaded machine.
@@ -59,7 +68,7 @@ def test_isolated_leader_steps_down_and_its_write_is_never_acknowledged(
             outcome.append(exc)
 
     t0 = time.monotonic()
-    c.isolate(old)
+    c.isolate(old, mode)
     writer = threading.Thread(target=stale_write, daemon=True)
     writer.start()  # reaches the old leader while it still believes it leads
 
@@ -77,8 +86,9 @@ def test_isolated_leader_steps_down_and_its_write_is_never_acknowledged(
 
     for n in c.ids:
         assert get_config(c, n, "part", "stale").status_code == 404, n
-    # The partition was real: the old leader's heartbeats were swallowed by the proxies.
-    assert all(c.links[(old, n)].stats.bytes_dropped > 0 for n in majority)
+    # The partition was real: the old leader's heartbeats were swallowed or refused.
+    cut = [c.links[(old, n)].stats for n in majority]
+    assert all((s.bytes_dropped if mode == "drop" else s.reset) > 0 for s in cut)
 
     if pending:
         assert writer.is_alive(), f"the stale write was answered early: {outcome}"
