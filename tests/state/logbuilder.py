@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from confman.node.state.commands import (
     DEFAULT_IDEMPOTENCY_TTL_S,
+    Batch,
     Command,
+    DeleteConfig,
+    DeleteNamespace,
+    PutConfig,
+    PutNamespace,
     Request,
     encode_request,
     format_timestamp,
@@ -95,3 +101,41 @@ def entry_rows(machine: StateMachine) -> list[tuple[object, ...]]:
 
 def statuses(results: Sequence[ApplyResult]) -> list[str]:
     return [r.status.value for r in results]
+
+
+def workload(seed: int, count: int) -> Log:
+    """A seeded mixed log: namespaces, puts, CAS, deletes, batches, retries, no-ops, junk."""
+    rng = random.Random(seed)
+    log = Log()
+    log.conf(ConfState(("n1", "n2", "n3")))
+    namespaces = ["app", "app/web", "db", "ops"]
+    for ns in namespaces:
+        log.add(PutNamespace(ns, f"{ns} settings", "ops"))
+    retried: dict[str, Command] = {}
+    for i in range(count):
+        ns = rng.choice(namespaces)
+        key = f"k{rng.randrange(12)}"
+        roll = rng.random()
+        at = i * 0.25
+        if roll < 0.55:
+            log.add(PutConfig(ns, key, f"v{i}-" + "x" * rng.randrange(50)), actor="bot", at=at)
+        elif roll < 0.65:
+            log.add(PutConfig(ns, key, f"cas{i}", expected_version=rng.randrange(1, 4)), at=at)
+        elif roll < 0.75:
+            log.add(DeleteConfig(ns, key), at=at)
+        elif roll < 0.82:
+            members = (PutConfig(ns, key, f"b{i}"), DeleteConfig(ns, f"k{rng.randrange(12)}"))
+            log.add(Batch(members), actor="batcher", at=at)
+        elif roll < 0.90:
+            idem = f"idem-{rng.randrange(6)}"
+            cmd = retried.setdefault(idem, PutConfig(ns, key, "retried"))
+            log.add(cmd, key=idem, ttl=30, at=at)
+        elif roll < 0.92:
+            log.add(DeleteNamespace(rng.choice(namespaces)), actor="admin", at=at)
+        elif roll < 0.96:
+            log.add(PutNamespace(rng.choice(namespaces)), actor="admin", at=at)
+        elif roll < 0.98:
+            log.noop()
+        else:
+            log.raw(b"\xc1 not a command")
+    return log

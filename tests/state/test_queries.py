@@ -1,0 +1,274 @@
+"""Readers: API shapes, sorting, namespace grants, audit clamping, changes for watches."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from confman.node.state.commands import (
+    Batch,
+    DeleteConfig,
+    DeleteNamespace,
+    PutConfig,
+    PutNamespace,
+)
+from confman.node.state.machine import StateMachine
+from confman.node.state.queries import Reader
+from tests.state.logbuilder import Log, ts
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[tuple[StateMachine, Reader, Log]]:
+    path = tmp_path / "state.db"
+    machine = StateMachine(path)
+    reader = Reader(path)
+    yield machine, reader, Log()
+    reader.close()
+    machine.close()
+
+
+def apply(machine: StateMachine, log: Log) -> None:
+    machine.apply(log.entries[machine.applied_index :], log.conf_states)
+
+
+def test_namespaces_in_api_shape_sorted(db: tuple[StateMachine, Reader, Log]) -> None:
+    machine, reader, log = db
+    log.add(PutNamespace("zeta", "last", "ops"), at=1)
+    log.add(PutNamespace("alpha"), at=2)
+    apply(machine, log)
+    assert reader.get_namespace("zeta") == {
+        "path": "zeta",
+        "description": "last",
+        "owner": "ops",
+        "createdAt": ts(1),
+    }
+    assert reader.get_namespace("missing") is None
+    assert [n["path"] for n in reader.list_namespaces()] == ["alpha", "zeta"]
+    assert reader.list_namespaces()[0] == {
+        "path": "alpha",
+        "description": None,
+        "owner": None,
+        "createdAt": ts(2),
+    }
+
+
+def test_entries_in_api_shape_sorted_by_key(db: tuple[StateMachine, Reader, Log]) -> None:
+    machine, reader, log = db
+    log.add(PutNamespace("ns"))
+    log.add(PutNamespace("other"))
+    log.add(PutConfig("ns", "b", "2", "number"), actor="bob", at=5)
+    log.add(PutConfig("ns", "a", "1"))
+    log.add(PutConfig("ns", "a", "1b"))
+    log.add(PutConfig("other", "a", "x"))
+    apply(machine, log)
+    assert reader.get_entry("ns", "b") == {
+        "namespace": "ns",
+        "key": "b",
+        "value": "2",
+        "type": "number",
+        "version": 1,
+        "updatedAt": ts(5),
+        "updatedBy": "bob",
+    }
+    assert reader.get_entry("ns", "zzz") is None
+    assert reader.get_entry("nope", "a") is None
+    listed = reader.list_entries("ns")
+    assert [(e["key"], e["version"]) for e in listed] == [("a", 2), ("b", 1)]
+    assert reader.list_entries("nope") == []
+
+
+def test_list_all_entries_respects_grants(db: tuple[StateMachine, Reader, Log]) -> None:
+    machine, reader, log = db
+    names = ["team", "team/app", "team/app/deep", "team-x", "team_y", "teamz", "other", "te"]
+    for name in names:
+        log.add(PutNamespace(name))
+        log.add(PutConfig(name, "k", name))
+    apply(machine, log)
+
+    def visible(grants: list[str]) -> list[str]:
+        return [e["namespace"] for e in reader.list_all_entries(grants)]
+
+    assert visible(["*"]) == sorted(names)
+    assert visible(["team"]) == ["team", "team/app", "team/app/deep"]
+    assert visible(["team/app"]) == ["team/app", "team/app/deep"]
+    assert visible(["team_y", "other"]) == ["other", "team_y"]  # "_" is no wildcard
+    assert visible(["t"]) == []
+    assert visible([]) == []
+    assert visible(["other", "*"]) == sorted(names)
+    namespaces = [n["path"] for n in reader.list_namespaces(["team", "te"])]
+    assert namespaces == ["te", "team", "team/app", "team/app/deep"]
+    assert reader.list_all_entries() == reader.list_all_entries(["*"])
+
+
+def test_audit_newest_first_with_clamped_limit(db: tuple[StateMachine, Reader, Log]) -> None:
+    machine, reader, log = db
+    log.add(PutNamespace("ns"), at=1)
+    for i in range(5):
+        log.add(PutConfig("ns", "k", f"v{i}"), actor=f"user{i}", at=2 + i)
+    log.add(PutNamespace("other"))
+    log.add(DeleteConfig("ns", "k"), at=10)
+    apply(machine, log)
+    events = reader.audit("ns", limit=50)
+    assert len(events) == 7
+    assert events[0] == {
+        "timestamp": ts(10),
+        "action": "config.deleted",
+        "actor": "alice",
+        "namespace": "ns",
+        "key": "k",
+        "oldValue": "v4",
+        "newValue": None,
+    }
+    assert events[1]["oldValue"] == "v3" and events[1]["newValue"] == "v4"
+    assert events[-1]["action"] == "namespace.created"
+    assert [e["action"] for e in reader.audit("ns", limit=2)] == [
+        "config.deleted",
+        "config.updated",
+    ]
+    assert len(reader.audit("ns", limit=0)) == 1
+    assert len(reader.audit("ns", limit=-5)) == 1
+    assert len(reader.audit("ns", limit=10**9)) == 7
+    assert reader.audit("missing") == []
+
+
+def test_audit_limit_upper_bound_is_1000(db: tuple[StateMachine, Reader, Log]) -> None:
+    machine, reader, log = db
+    log.add(PutNamespace("ns"))
+    log.add(Batch(tuple(PutConfig("ns", f"k{i:04d}", "v") for i in range(1100))))
+    apply(machine, log)
+    assert len(reader.audit("ns", limit=5000)) == 1000
+    # newest first inside one index too: the batch's last member comes first
+    assert reader.audit("ns", limit=1)[0]["key"] == "k1099"
+
+
+def test_changes_since_for_watches(db: tuple[StateMachine, Reader, Log]) -> None:
+    machine, reader, log = db
+    log.add(PutNamespace("ns"))
+    log.add(PutConfig("ns", "a", "1"))
+    log.add(PutConfig("ns", "a", "2"))
+    log.noop()
+    log.add(PutConfig("ns", "b", "x"))
+    log.add(DeleteNamespace("ns"))
+    apply(machine, log)
+    assert reader.changes_since(2) == [
+        {
+            "index": 3,
+            "type": "config.updated",
+            "namespace": "ns",
+            "key": "a",
+            "value": "2",
+            "version": 2,
+        },
+        {
+            "index": 5,
+            "type": "config.created",
+            "namespace": "ns",
+            "key": "b",
+            "value": "x",
+            "version": 1,
+        },
+        {
+            "index": 6,
+            "type": "config.deleted",
+            "namespace": "ns",
+            "key": "a",
+            "value": None,
+            "version": 2,
+        },
+        {
+            "index": 6,
+            "type": "config.deleted",
+            "namespace": "ns",
+            "key": "b",
+            "value": None,
+            "version": 1,
+        },
+        {
+            "index": 6,
+            "type": "namespace.deleted",
+            "namespace": "ns",
+            "key": None,
+            "value": None,
+            "version": None,
+        },
+    ]
+    assert reader.changes_since(6) == []
+    assert len(reader.changes_since(0)) == 7
+
+
+def test_changes_never_split_one_index(db: tuple[StateMachine, Reader, Log]) -> None:
+    machine, reader, log = db
+    log.add(PutNamespace("ns"))
+    log.add(Batch(tuple(PutConfig("ns", f"k{i}", "v") for i in range(5))))
+    log.add(PutConfig("ns", "z", "v"))
+    apply(machine, log)
+    page = reader.changes_since(0, limit=3)
+    assert [c["index"] for c in page] == [1, 2, 2, 2, 2, 2]
+    assert [c["index"] for c in reader.changes_since(page[-1]["index"], limit=3)] == [3]
+
+
+def test_reader_sees_applied_index_and_commits_only(
+    db: tuple[StateMachine, Reader, Log],
+) -> None:
+    machine, reader, log = db
+    assert reader.applied_index() == 0
+    log.add(PutNamespace("ns"))
+    apply(machine, log)
+    assert reader.applied_index() == 1
+    with reader.consistent():
+        first = reader.applied_index()
+        log.add(PutNamespace("later"))
+        apply(machine, log)  # the writer is not blocked by the open read transaction
+        assert reader.get_namespace("later") is None
+        assert reader.applied_index() == first
+        with reader.consistent():  # nesting keeps the outer snapshot
+            assert reader.changes_since(1) == []
+    assert reader.get_namespace("later") is not None
+    assert reader.applied_index() == 2
+
+
+def test_reader_is_read_only(db: tuple[StateMachine, Reader, Log]) -> None:
+    _, reader, _ = db
+    with pytest.raises(Exception, match="readonly"):
+        reader._conn.execute("DELETE FROM namespaces")
+
+
+def test_readers_on_other_threads_beside_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    machine = StateMachine(path)
+    log = Log()
+    log.add(PutNamespace("ns"))
+    for i in range(300):
+        log.add(PutConfig("ns", "k", str(i)))
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            with Reader(path) as reader:
+                while not done.is_set():
+                    with reader.consistent():
+                        index = reader.applied_index()
+                        entry = reader.get_entry("ns", "k")
+                    # consistent: the entry's version always matches the applied index
+                    expected = max(0, index - 1)
+                    got = 0 if entry is None else entry["version"]
+                    assert got == expected, (index, entry)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for lo in range(0, len(log.entries), 10):
+            machine.apply(log.entries[lo : lo + 10])
+    finally:
+        done.set()
+        for t in threads:
+            t.join(timeout=30)
+        machine.close()
+    assert not errors, errors[0]
