@@ -13,6 +13,7 @@ Construction validates field types, so a leader cannot propose what a follower w
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -219,6 +220,15 @@ def encode_command(cmd: Command) -> bytes:
     return msgpack.packb([FORMAT_VERSION, "c", _command_body(cmd)])
 
 
+def request_fingerprint(req: Request) -> bytes:
+    """SHA-256 identifying what a request asks (actor and command, not time or key).
+
+    Stored with idempotency keys, so it must never change for a given request: it is
+    computed over the format-1 body whatever format later releases write.
+    """
+    return hashlib.sha256(msgpack.packb([req.actor, _command_body(req.command)])).digest()
+
+
 # -- decoding ---------------------------------------------------------------------------
 
 
@@ -255,7 +265,8 @@ def _decode(data: bytes) -> Command | Request:
     try:
         payload = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:
-        raise CommandDecodeError(f"not msgpack: {exc}") from exc
+        # the exception's text may differ between msgpack releases; results must not
+        raise CommandDecodeError(f"not msgpack ({type(exc).__name__})") from exc
     if not isinstance(payload, list) or not payload:
         raise CommandDecodeError("payload is not a versioned array")
     version = payload[0]

@@ -30,7 +30,7 @@ from confman.node.state.commands import (
     PutNamespace,
     Request,
     decode_request,
-    encode_command,
+    request_fingerprint,
     timestamp_micros,
 )
 from confman.node.state.schema import (
@@ -140,6 +140,8 @@ class StateMachine:
             conn.close()
             raise
         self._conn = conn
+        self._audit: list[tuple[Any, ...]] = []  # audit rows of the batch being applied
+        self._seq = 0  # audit sequence number within the entry being applied
         self._applied_index = meta.applied_index
         self._applied_term = meta.applied_term
         self._conf_state = meta.conf_state
@@ -221,7 +223,7 @@ class StateMachine:
                     f"{first + offset} (applied index {self._applied_index})"
                 )
         conn = self.conn
-        self._audit: list[tuple[Any, ...]] = []
+        self._audit = []
         self._batch_conf = self._conf_state
         results: list[ApplyResult] = []
         conn.execute("BEGIN IMMEDIATE")
@@ -287,42 +289,48 @@ class StateMachine:
         return ApplyResult(index, ApplyStatus.REJECTED, reason)
 
     def _apply_request(self, index: int, req: Request) -> ApplyResult:
-        conn = self.conn
         key = req.idempotency_key
-        if key is not None or self._next_expiry is not None:
-            now = timestamp_micros(req.timestamp)
-            if self._next_expiry is not None and self._next_expiry <= now:
-                conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
-                self._next_expiry = conn.execute(
-                    "SELECT min(expires_at) FROM idempotency"
-                ).fetchone()[0]
-            if key is not None:
-                fingerprint = hashlib.sha256(
-                    req.actor.encode() + b"\0" + encode_command(req.command)
-                ).digest()
-                row = conn.execute(
-                    "SELECT fingerprint, result FROM idempotency WHERE key = ?", (key,)
-                ).fetchone()
-                if row is not None:
-                    if row[0] != fingerprint:
-                        return ApplyResult(
-                            index,
-                            ApplyStatus.REJECTED,
-                            "Idempotency key was used for a different request",
-                        )
-                    raw = msgpack.unpackb(row[1], raw=False)
-                    return replace(_unpack_result(raw), index=index, duplicate_of=raw[0])
-        self._seq = 0
-        result = self._run(index, req, req.command)
-        if key is not None and req.idempotency_ttl_s > 0:
+        if key is None and self._next_expiry is None:  # the common case: nothing to do
+            return self._run_request(index, req)
+        now = timestamp_micros(req.timestamp)
+        self._purge_expired(now)
+        if key is None:
+            return self._run_request(index, req)
+        fingerprint = request_fingerprint(req)
+        row = self.conn.execute(
+            "SELECT fingerprint, result FROM idempotency WHERE key = ?", (key,)
+        ).fetchone()
+        if row is not None:
+            if row[0] != fingerprint:
+                return ApplyResult(
+                    index, ApplyStatus.REJECTED, "Idempotency key was used for a different request"
+                )
+            raw = msgpack.unpackb(row[1], raw=False)
+            return replace(_unpack_result(raw), index=index, duplicate_of=raw[0])
+        result = self._run_request(index, req)
+        if req.idempotency_ttl_s > 0:
             expires = now + req.idempotency_ttl_s * 1_000_000
-            conn.execute(
+            self.conn.execute(
                 "INSERT INTO idempotency VALUES (?, ?, ?, ?)",
                 (key, fingerprint, msgpack.packb(_pack_result(result)), expires),
             )
             if self._next_expiry is None or expires < self._next_expiry:
                 self._next_expiry = expires
         return result
+
+    def _purge_expired(self, now: int) -> None:
+        """Forget idempotency keys expired at ``now`` (the request's own time)."""
+        if self._next_expiry is not None and self._next_expiry <= now:
+            self.conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+            self._load_next_expiry()
+
+    def _load_next_expiry(self) -> None:
+        row = self.conn.execute("SELECT min(expires_at) FROM idempotency").fetchone()
+        self._next_expiry: int | None = row[0]
+
+    def _run_request(self, index: int, req: Request) -> ApplyResult:
+        self._seq = 0
+        return self._run(index, req, req.command)
 
     def _audit_event(
         self,
@@ -388,7 +396,7 @@ class StateMachine:
         """Re-derive the in-memory caches from the database (after a rollback)."""
         conn = self.conn
         self._namespaces = {row[0] for row in conn.execute("SELECT path FROM namespaces")}
-        self._next_expiry = conn.execute("SELECT min(expires_at) FROM idempotency").fetchone()[0]
+        self._load_next_expiry()
 
     def _put_namespace(self, index: int, req: Request, cmd: PutNamespace) -> ApplyResult:
         conn = self.conn

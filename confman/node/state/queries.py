@@ -18,7 +18,6 @@ from confman.node.state.schema import (
     NAMESPACE_COLUMNS,
     entry_dict,
     namespace_dict,
-    read_meta,
 )
 
 AUDIT_LIMIT_MAX = 1000
@@ -73,7 +72,7 @@ class Reader:
 
     def applied_index(self) -> int:
         """Index of the last entry applied to the state being read."""
-        return read_meta(self._conn).applied_index
+        return self._conn.execute("SELECT applied_index FROM meta").fetchone()[0]
 
     # -- namespaces ---------------------------------------------------------------------
     def get_namespace(self, path: str) -> dict[str, Any] | None:
