@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgpack
@@ -21,6 +22,7 @@ from confman.node.state.commands import (
     encode_command,
     encode_request,
     format_timestamp,
+    request_fingerprint,
     timestamp_micros,
 )
 
@@ -152,3 +154,33 @@ def test_timestamps_format_and_parse_in_utc() -> None:
         == int((datetime(2026, 2, 13, 10, 0, 0, tzinfo=UTC).timestamp()) * 1_000_000) + 123456
     )
     assert timestamp_micros("1970-01-01T00:00:00.000001Z") == 1
+
+
+def test_format_1_layout_is_pinned() -> None:
+    """Entries already in logs must keep decoding: format 1 is exactly this layout."""
+    cmd = PutConfig("ns", "k", "v", "json", 3, False)
+    req = Request(cmd, "alice", TS, "idem", 60)
+    body = [3, "ns", "k", "v", "json", 3, False]
+    assert encode_request(req) == msgpack.packb([1, "r", "alice", TS, "idem", 60, body])
+    assert encode_command(Batch((cmd,))) == msgpack.packb([1, "c", [5, [body]]])
+    bare = {
+        PutNamespace("p", "d", "o"): [1, "p", "d", "o"],
+        DeleteNamespace("p"): [2, "p"],
+        DeleteConfig("p", "k", None): [4, "p", "k", None],
+    }
+    for command, layout in bare.items():
+        assert encode_command(command) == msgpack.packb([1, "c", layout])
+
+
+def test_fingerprint_ignores_time_and_key_but_not_actor_or_command() -> None:
+    cmd = PutConfig("ns", "k", "v")
+    base = request_fingerprint(Request(cmd, "alice", TS, "a", 60))
+    assert request_fingerprint(Request(cmd, "alice", "2030-01-01T00:00:00.000000Z", "b")) == base
+    assert request_fingerprint(Request(cmd, "bob", TS, "a", 60)) != base
+    assert request_fingerprint(Request(PutConfig("ns", "k", "w"), "alice", TS, "a")) != base
+    assert (
+        base
+        == hashlib.sha256(
+            msgpack.packb(["alice", [3, "ns", "k", "v", "string", None, False]])
+        ).digest()
+    )
