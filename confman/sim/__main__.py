@@ -8,10 +8,12 @@ Sweeps (progress every few seconds, then a summary; exit status 1 on any violati
     python -m confman.sim --bug commit_old_terms --profile bug_figure8 --runs 50
 
 Replay one seed, printing its event log up to the violation (``--verbose`` adds every
-message sent)::
+message sent); ``--set`` changes a profile setting, ``--shrink`` switches off every fault
+kind the violation does not need and prints the command for the shorter schedule::
 
     python -m confman.sim --seed 1234 --trace
     python -m confman.sim --seed 7 --profile bug_reorder --bug truncate_on_append --trace
+    python -m confman.sim --seed 4 --profile pauses --set pause_catch_up=false --shrink
 
 A run depends on nothing but its seed (not on ``PYTHONHASHSEED``, the machine or the
 process), so a seed found by a sweep on two workers replays the same in a test.
@@ -23,7 +25,7 @@ import argparse
 import sys
 
 from confman.raft.config import KNOWN_BUGS
-from confman.sim.runner import Summary, run_seed, sweep
+from confman.sim.runner import Summary, run_seed, shrink, sweep
 from confman.sim.scenarios import PROFILES
 
 
@@ -39,12 +41,24 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--profile", choices=[p.name for p in PROFILES], help="fault profile")
     ap.add_argument("--bug", action="append", default=[], choices=sorted(KNOWN_BUGS),
                     help="switch on a deliberate bug of the core (repeatable)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a profile setting, e.g. crash=0 or net.drop=0.2 (repeatable)")
+    ap.add_argument("--shrink", action="store_true",
+                    help="with --seed: switch off the fault kinds the violation does not need")
     ap.add_argument("--list-profiles", action="store_true", help="list the fault profiles")
     return ap
 
 
 def _one(args: argparse.Namespace, bugs: frozenset[str]) -> int:
-    r = run_seed(args.seed, args.profile, bugs, verbose=args.verbose)
+    settings = tuple(args.set)
+    if args.shrink:
+        settings, r = shrink(args.seed, args.profile, bugs, settings)
+        if r.violation is not None:
+            line = " ".join(f"--set {s}" for s in settings)
+            bug_args = "".join(f" --bug {b}" for b in sorted(bugs))
+            print(f"shrunk: python -m confman.sim --seed {args.seed} --profile {r.profile}"
+                  f"{bug_args} {line} --trace")
+    r = run_seed(args.seed, args.profile, bugs, verbose=args.verbose, settings=settings)
     if args.trace:
         print(r.trace())
     elif r.violation is not None:

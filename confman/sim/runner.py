@@ -9,7 +9,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 
 from confman.sim.cluster import Cluster, RunResult, RunStats
-from confman.sim.scenarios import profile_for
+from confman.sim.scenarios import overridden, profile_for
+
+#: Fault and workload settings ``shrink`` tries to switch off, one at a time.
+SHRINKABLE = (
+    "membership", "transfer", "campaign", "pause", "partition", "crash", "crash_after_vote",
+    "kill_new_leader", "unsent_leader", "crash_in_window", "send_first", "snapshot_every",
+    "drift", "read", "lease", "batch", "net.drop", "net.dup", "net.slow", "net.drop_append",
+    "net.snapshot_delay",
+)
 
 
 def run_seed(
@@ -17,9 +25,35 @@ def run_seed(
     profile: str | None = None,
     bugs: frozenset[str] = frozenset(),
     verbose: bool = False,
+    settings: tuple[str, ...] = (),
 ) -> RunResult:
-    """Run one seed (its profile comes from the rotation unless named)."""
-    return Cluster(seed, profile_for(seed, profile), bugs, verbose=verbose).run()
+    """Run one seed (its profile comes from the rotation unless named; see ``overridden``)."""
+    p = overridden(profile_for(seed, profile), settings)
+    return Cluster(seed, p, bugs, verbose=verbose).run()
+
+
+def shrink(
+    seed: int, profile: str | None, bugs: frozenset[str], settings: tuple[str, ...] = ()
+) -> tuple[tuple[str, ...], RunResult]:
+    """Switch off every fault kind the failure does not need (greedily, one at a time).
+
+    Returns the settings of the simplest schedule found that still breaks the same
+    invariant, and its run. The schedule changes as kinds go, but its trace is shorter.
+    """
+    best = run_seed(seed, profile, bugs, settings=settings)
+    if best.violation is None:
+        return settings, best
+    want = best.violation.invariant
+    p = overridden(profile_for(seed, profile), settings)
+    for knob in SHRINKABLE:
+        holder, name = (p.net, knob[4:]) if knob.startswith("net.") else (p, knob)
+        if not getattr(holder, name):
+            continue
+        trial = (*settings, f"{knob}=0")
+        r = run_seed(seed, profile, bugs, settings=trial)
+        if r.violation is not None and r.violation.invariant == want:
+            settings, best = trial, r
+    return settings, best
 
 
 @dataclass(slots=True)

@@ -138,6 +138,35 @@ def profile_for(seed: int, name: str | None = None) -> Profile:
     return PROFILES[seed % len(PROFILES)]
 
 
-def shortened(p: Profile, fault_ticks: int) -> Profile:
-    """``p`` with a different fault-phase length."""
-    return replace(p, fault_ticks=fault_ticks)
+def overridden(p: Profile, settings: tuple[str, ...]) -> Profile:
+    """``p`` with ``key=value`` settings (``net.key=value`` for the network's faults).
+
+    Values take the type of the field: ``crash=0``, ``pause_catch_up=false``,
+    ``election=10,14``, ``net.drop=0.2``.
+    """
+    net = p.net
+    changes: dict[str, object] = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value, got {item!r}")
+        if key.startswith("net."):
+            name = key[4:]
+            net = replace(net, **{name: _parse(text, getattr(NetFaults(), name))})
+        elif key in ("name", "net") or key not in Profile.__dataclass_fields__:
+            raise ValueError(f"unknown profile setting {key!r}")
+        else:
+            changes[key] = _parse(text, getattr(p, key))
+    return replace(p, net=net, **changes)  # type: ignore[arg-type]
+
+
+def _parse(text: str, like: object) -> object:
+    if isinstance(like, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(like, tuple):
+        return tuple(int(x) for x in text.split(","))
+    if isinstance(like, int):
+        return int(text)
+    return float(text)

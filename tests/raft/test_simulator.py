@@ -19,8 +19,8 @@ from confman.raft.types import ConfState, Entry, HardState, Message, MessageType
 from confman.sim.checks import Checker, Violation, chain_digest
 from confman.sim.cluster import LIVE_PROPOSALS, Cluster
 from confman.sim.network import NetFaults, Network
-from confman.sim.runner import run_seed, sweep
-from confman.sim.scenarios import BY_NAME
+from confman.sim.runner import SHRINKABLE, run_seed, shrink, sweep
+from confman.sim.scenarios import BY_NAME, overridden
 
 MT = MessageType
 
@@ -297,6 +297,29 @@ def test_lease_reads_need_the_runtime_to_catch_up_ticks_after_a_pause() -> None:
     assert bad and {r.violation.invariant for r in bad if r.violation} == {"linearizable-read"}
     for r in bad[:5]:
         assert run_seed(r.seed, "pauses").ok
+
+
+def test_profile_settings_override_fields_by_type() -> None:
+    p = overridden(
+        BY_NAME["chaos"], ("crash=0", "pause_catch_up=false", "election=10,14", "net.drop=0.5")
+    )
+    assert (p.crash, p.pause_catch_up, p.election, p.net.drop) == (0.0, False, (10, 14), 0.5)
+    assert p.nodes == BY_NAME["chaos"].nodes and p.net.dup == BY_NAME["chaos"].net.dup
+    for bad in ("nope=1", "name=x", "crash", "pre_vote=maybe"):
+        with pytest.raises(ValueError):
+            overridden(BY_NAME["chaos"], (bad,))
+
+
+def test_shrink_switches_off_fault_kinds_the_violation_does_not_need() -> None:
+    bugs = frozenset({"vote_without_log_check"})
+    first = next(r for s in range(40) if not (r := run_seed(s, "bug_stale_log", bugs)).ok)
+    assert first.violation is not None
+    seed = first.seed
+    settings, r = shrink(seed, "bug_stale_log", bugs)
+    assert r.violation is not None and r.violation.invariant == first.violation.invariant
+    assert settings and all(s.endswith("=0") and s[:-2] in SHRINKABLE for s in settings)
+    again = run_seed(seed, "bug_stale_log", bugs, settings=settings)
+    assert again.events == r.events
 
 
 def test_membership_changes_restart_and_remove_nodes() -> None:
