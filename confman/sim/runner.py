@@ -119,7 +119,11 @@ class Summary:
 
 def _outcome(args: tuple[int, str | None, frozenset[str]]) -> Outcome:
     seed, profile, bugs = args
-    r = run_seed(seed, profile, bugs)
+    try:
+        r = run_seed(seed, profile, bugs)
+    except Exception as exc:  # a simulator bug: report the seed instead of ending the sweep
+        name = profile_for(seed, profile).name
+        return Outcome(seed, name, f"sim-error: {exc!r}", "sim-error", RunStats())
     v = r.violation
     return Outcome(seed, r.profile, str(v) if v else None, v.invariant if v else None, r.stats)
 
