@@ -1,5 +1,9 @@
 """The SQLite schema of the state database, its meta row, and rows in the API's shapes.
 
+Tables with rows of user values (entries, audit, idempotency results) are rowid tables:
+WITHOUT ROWID b-trees keep only ~1 KB of a row in the page and spill the rest into
+overflow pages (measured: 1.6x the file size for 1 KB values).
+
 Shared by the writer (``machine``), the readers (``queries``) and the snapshot files
 (``confman.node.storage.snapshots``, which read index, term and membership from a copy).
 """
@@ -56,14 +60,14 @@ CREATE TABLE IF NOT EXISTS audit (
     new_value TEXT,
     version INTEGER,
     PRIMARY KEY (idx, seq)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS audit_by_namespace ON audit (namespace, idx, seq);
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     fingerprint BLOB NOT NULL,
     result BLOB NOT NULL,
     expires_at INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
 CREATE TABLE IF NOT EXISTS rejected (
     idx INTEGER PRIMARY KEY,
