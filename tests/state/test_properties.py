@@ -192,7 +192,7 @@ def check_plan(plan: list[object], cuts: list[int], restart_at: int) -> None:
     assert {(r[0], r[1]): (r[2], r[4]) for r in rows} == model.entries
 
 
-@settings(max_examples=100, deadline=None, derandomize=True)
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
 @given(steps=st.lists(steps, min_size=3, max_size=40), data=st.data())
 def test_batching_and_restarts_do_not_change_state_or_results(
     steps: list[object], data: st.DataObject

@@ -101,15 +101,10 @@ def _pack_result(result: ApplyResult) -> list[Any]:
     ]
 
 
-def _unpack_result(raw: list[Any], duplicate_of: int | None = None) -> ApplyResult:
+def _unpack_result(raw: list[Any]) -> ApplyResult:
     index, status, detail, value, members = raw
     return ApplyResult(
-        index,
-        ApplyStatus(status),
-        detail,
-        value,
-        tuple(_unpack_result(m) for m in members),
-        duplicate_of,
+        index, ApplyStatus(status), detail, value, tuple(_unpack_result(m) for m in members)
     )
 
 
@@ -145,6 +140,7 @@ class StateMachine:
         self._applied_index = meta.applied_index
         self._applied_term = meta.applied_term
         self._conf_state = meta.conf_state
+        self._batch_conf = meta.conf_state  # membership as of the entry being applied
         self._reload_caches()
 
     def close(self) -> None:
@@ -250,7 +246,8 @@ class StateMachine:
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT may already have rolled back
+                conn.execute("ROLLBACK")
             self._reload_caches()
             raise
         self._applied_index = last.index
