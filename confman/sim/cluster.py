@@ -708,10 +708,16 @@ class Cluster:
         if not peers:
             return
         to = self.rng.choice(peers)
-        self._ev(f"transfer leadership {ld.id} -> {to}")
+        # Half the requests reach a follower, which forwards them to its leader.
+        via = self.rng.choice(self._live()) if self.rng.random() < 0.5 else ld
+        assert via.raw is not None
+        self._ev(f"transfer leadership {ld.id} -> {to} (asked at {via.id})")
         self.stats.transfers += 1
-        ld.raw.transfer_leadership(to)
-        self._after(ld)
+        try:
+            via.raw.transfer_leadership(to)
+        except NotLeaderError:
+            return
+        self._after(via)
 
     def _change_membership(self) -> None:
         rng = self.rng
