@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from confman.node.state.commands import PutConfig, PutNamespace, Request, encode_request
@@ -51,15 +52,36 @@ def make_entries(count: int, seed: int = 7) -> list[Entry]:
     return entries
 
 
-def apply_all(machine: StateMachine, entries: list[Entry], batch: int) -> float:
-    """Seconds to apply ``entries`` in batches of ``batch``."""
-    start = time.perf_counter()
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock and CPU seconds (this process, SQLite included) of one measured run."""
+
+    wall: float
+    cpu: float
+
+    @staticmethod
+    def median(runs: list[Timing]) -> Timing:
+        return Timing(
+            statistics.median(r.wall for r in runs), statistics.median(r.cpu for r in runs)
+        )
+
+    def rates(self, count: int, unit: str) -> tuple[str, str]:
+        return f"{count / self.wall:>9,.0f} {unit}", f"{count / self.cpu:>9,.0f} {unit}"
+
+
+def timed(work: Callable[[], object]) -> Timing:
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return Timing(time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def apply_all(machine: StateMachine, entries: list[Entry], batch: int) -> None:
+    """Apply ``entries`` in batches of ``batch``."""
     for lo in range(0, len(entries), batch):
         machine.apply(entries[lo : lo + batch])
-    return time.perf_counter() - start
 
 
-def in_fresh_db(work: Callable[[StateMachine, Path], float]) -> float:
+def in_fresh_db(work: Callable[[StateMachine, Path], Timing]) -> Timing:
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
         db = Path(tmp) / "state.db"
         machine = StateMachine(db)
@@ -69,33 +91,28 @@ def in_fresh_db(work: Callable[[StateMachine, Path], float]) -> float:
             machine.close()
 
 
-def bench_batch(entries: list[Entry], batch: int) -> float:
-    """Commands per second at one batch size (namespace creation not timed)."""
+def bench_batch(entries: list[Entry], batch: int) -> Timing:
+    """Applying ``entries[1:]`` at one batch size (namespace creation not timed)."""
 
-    def work(machine: StateMachine, _: Path) -> float:
+    def work(machine: StateMachine, _: Path) -> Timing:
         machine.apply(entries[:1])
-        return (len(entries) - 1) / apply_all(machine, entries[1:], batch)
+        return timed(lambda: apply_all(machine, entries[1:], batch))
 
     return in_fresh_db(work)
 
 
-def bench_rebuild(entries: list[Entry]) -> float:
-    """Seconds to rebuild state from the whole log (batches of 256, as after a restart)."""
-    return in_fresh_db(lambda machine, _: apply_all(machine, entries, 256))
+def bench_rebuild(entries: list[Entry]) -> Timing:
+    """Rebuilding state from the whole log (batches of 256, as after a restart)."""
+    return in_fresh_db(lambda machine, _: timed(lambda: apply_all(machine, entries, 256)))
 
 
-def bench_reads(entries: list[Entry], reads: int) -> float:
-    """Point reads per second through a Reader, keys in random order."""
+def bench_reads(entries: list[Entry], keys: list[str]) -> Timing:
+    """Point reads through a Reader of the state ``entries`` build."""
 
-    def work(machine: StateMachine, db: Path) -> float:
+    def work(machine: StateMachine, db: Path) -> Timing:
         apply_all(machine, entries, 256)
-        rng = random.Random(3)
-        keys = [f"key-{rng.randrange(KEYS):05d}" for _ in range(reads)]
         with Reader(db) as reader:
-            start = time.perf_counter()
-            for key in keys:
-                reader.get_entry(NAMESPACE, key)
-            return reads / (time.perf_counter() - start)
+            return timed(lambda: [reader.get_entry(NAMESPACE, key) for key in keys])
 
     return in_fresh_db(work)
 
@@ -113,30 +130,24 @@ def main() -> None:
     args = parser.parse_args()
 
     entries = make_entries(max(args.commands, args.rebuild, KEYS))
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str, str]] = []
     for batch in (1, 64, 256):
         count = args.commands // 4 if batch == 1 else args.commands
-        sample = entries[: count + 1]
-        figures = [bench_batch(sample, batch) for _ in range(args.rounds)]
-        rows.append(
-            (
-                f"apply, batch {batch:>3} ({count:,} puts of 1 KB)",
-                f"{statistics.median(figures):>10,.0f} commands/s",
-            )
-        )
-    rebuild = entries[: args.rebuild + 1]
-    seconds = [bench_rebuild(rebuild) for _ in range(args.rounds)]
-    rows.append(
-        (f"rebuild from {args.rebuild:,} entries", f"{statistics.median(seconds):>10.2f} s")
-    )
-    reads = [bench_reads(entries[: KEYS + 1], 50_000) for _ in range(args.rounds)]
-    rows.append(("point reads (Reader.get_entry)", f"{statistics.median(reads):>10,.0f} reads/s"))
+        t = Timing.median([bench_batch(entries[: count + 1], batch) for _ in range(args.rounds)])
+        name = f"apply, batch {batch:>3} ({count:,} puts of 1 KB)"
+        rows.append((name, *t.rates(count, "commands/s")))
+    t = Timing.median([bench_rebuild(entries[: args.rebuild + 1]) for _ in range(args.rounds)])
+    rows.append((f"rebuild from {args.rebuild:,} entries", f"{t.wall:>9.2f} s", f"{t.cpu:>9.2f} s"))
+    rng = random.Random(3)
+    keys = [f"key-{rng.randrange(KEYS):05d}" for _ in range(50_000)]
+    t = Timing.median([bench_reads(entries[: KEYS + 1], keys) for _ in range(args.rounds)])
+    rows.append(("point reads (Reader.get_entry)", *t.rates(len(keys), "reads/s")))
 
-    width = max(len(name) for name, _ in rows)
-    print(f"{'benchmark':<{width}}  median of {args.rounds}")
-    print(f"{'-' * width}  {'-' * 22}")
-    for name, figure in rows:
-        print(f"{name:<{width}}  {figure}")
+    header = ("benchmark", f"wall, median of {args.rounds}", "CPU only")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)))
+    print("CPU only = the same work divided by this process's CPU time (shared machines).")
 
 
 if __name__ == "__main__":
