@@ -26,10 +26,11 @@ def run_seed(
     bugs: frozenset[str] = frozenset(),
     verbose: bool = False,
     settings: tuple[str, ...] = (),
+    commit_rule: bool = True,
 ) -> RunResult:
     """Run one seed (its profile comes from the rotation unless named; see ``overridden``)."""
     p = overridden(profile_for(seed, profile), settings)
-    return Cluster(seed, p, bugs, verbose=verbose).run()
+    return Cluster(seed, p, bugs, verbose=verbose, commit_rule=commit_rule).run()
 
 
 def shrink(
