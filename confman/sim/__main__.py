@@ -39,14 +39,30 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--verbose", action="store_true", help="trace every message sent")
     ap.add_argument("--last", type=int, default=60, help="events shown for a failing seed")
     ap.add_argument("--profile", choices=[p.name for p in PROFILES], help="fault profile")
-    ap.add_argument("--bug", action="append", default=[], choices=sorted(KNOWN_BUGS),
-                    help="switch on a deliberate bug of the core (repeatable)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a profile setting, e.g. crash=0 or net.drop=0.2 (repeatable)")
-    ap.add_argument("--shrink", action="store_true",
-                    help="with --seed: switch off the fault kinds the violation does not need")
-    ap.add_argument("--no-commit-rule", action="store_true",
-                    help="with --seed: do not check the §5.4.2 commit rule itself, only outcomes")
+    ap.add_argument(
+        "--bug",
+        action="append",
+        default=[],
+        choices=sorted(KNOWN_BUGS),
+        help="switch on a deliberate bug of the core (repeatable)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile setting, e.g. crash=0 or net.drop=0.2 (repeatable)",
+    )
+    ap.add_argument(
+        "--shrink",
+        action="store_true",
+        help="with --seed: switch off the fault kinds the violation does not need",
+    )
+    ap.add_argument(
+        "--no-commit-rule",
+        action="store_true",
+        help="with --seed: do not check the §5.4.2 commit rule itself, only outcomes",
+    )
     ap.add_argument("--list-profiles", action="store_true", help="list the fault profiles")
     return ap
 
@@ -58,11 +74,11 @@ def _one(args: argparse.Namespace, bugs: frozenset[str]) -> int:
         if r.violation is not None:
             line = " ".join(f"--set {s}" for s in settings)
             bug_args = "".join(f" --bug {b}" for b in sorted(bugs))
-            print(f"shrunk: python -m confman.sim --seed {args.seed} --profile {r.profile}"
-                  f"{bug_args} {line} --trace")
-    r = run_seed(
-        args.seed, args.profile, bugs, args.verbose, settings, not args.no_commit_rule
-    )
+            print(
+                f"shrunk: python -m confman.sim --seed {args.seed} --profile {r.profile}"
+                f"{bug_args} {line} --trace"
+            )
+    r = run_seed(args.seed, args.profile, bugs, args.verbose, settings, not args.no_commit_rule)
     if args.trace:
         print(r.trace())
     elif r.violation is not None:

@@ -98,7 +98,9 @@ class Checker:
             return True
         if other != node:
             raise Violation(
-                "election-safety", f"two leaders in one term: {other} and {node}", (other, node),
+                "election-safety",
+                f"two leaders in one term: {other} and {node}",
+                (other, node),
                 term,
             )
         return False
@@ -118,7 +120,9 @@ class Checker:
                 "leader-completeness",
                 f"new leader's log ends at {last}, entries up to {upto} were committed "
                 f"(reported by {self.max_commit_node})",
-                (node,), term, last + 1,
+                (node,),
+                term,
+                last + 1,
             )
         terms = self.commit_terms
         for i in range(log.first_index(), upto + 1):
@@ -127,7 +131,9 @@ class Checker:
                 raise Violation(
                     "leader-completeness",
                     f"new leader has term {log.term(i)} where term {known} was committed",
-                    (node,), term, i,
+                    (node,),
+                    term,
+                    i,
                 )
 
     # -- commit index -------------------------------------------------------------------
@@ -146,12 +152,17 @@ class Checker:
             raise Violation(
                 "leader-commit-rule",
                 f"leader advanced its commit index onto an entry of term {log.term(commit)}",
-                (node,), term, commit,
+                (node,),
+                term,
+                commit,
             )
         if commit < prev:
             raise Violation(
-                "commit-monotonic", f"commit index went back from {prev} to {commit}", (node,),
-                term, commit,
+                "commit-monotonic",
+                f"commit index went back from {prev} to {commit}",
+                (node,),
+                term,
+                commit,
             )
         self._commit[node] = commit
         terms = self.commit_terms
@@ -162,7 +173,9 @@ class Checker:
                 raise Violation(
                     "committed-lost",
                     f"{node} committed an entry of term {t} where term {known} was committed",
-                    (node,), t, i,
+                    (node,),
+                    t,
+                    i,
                 )
         if commit > self.max_commit:
             self.max_commit = commit
@@ -175,7 +188,9 @@ class Checker:
             raise Violation(
                 "commit-monotonic",
                 f"restarted with commit {commit} below its persisted commit {persisted.commit}",
-                (node,), persisted.term, commit,
+                (node,),
+                persisted.term,
+                commit,
             )
         self._commit[node] = commit
 
@@ -186,19 +201,25 @@ class Checker:
         if prev is not None:
             if hs.term < prev.term:
                 raise Violation(
-                    "durable-state", f"persisted term went back from {prev.term} to {hs.term}",
-                    (node,), hs.term,
+                    "durable-state",
+                    f"persisted term went back from {prev.term} to {hs.term}",
+                    (node,),
+                    hs.term,
                 )
             if hs.term == prev.term and prev.vote is not None and hs.vote != prev.vote:
                 raise Violation(
-                    "durable-state", f"vote changed from {prev.vote} to {hs.vote} in one term",
-                    (node,), hs.term,
+                    "durable-state",
+                    f"vote changed from {prev.vote} to {hs.vote} in one term",
+                    (node,),
+                    hs.term,
                 )
             if hs.commit < prev.commit:
                 raise Violation(
                     "commit-monotonic",
                     f"persisted commit went back from {prev.commit} to {hs.commit}",
-                    (node,), hs.term, hs.commit,
+                    (node,),
+                    hs.term,
+                    hs.commit,
                 )
         self._hard[node] = hs
 
@@ -208,7 +229,8 @@ class Checker:
             raise Violation(
                 "durable-state",
                 f"vote for {candidate} sent while disk holds term {hs.term} vote {hs.vote}",
-                (node, candidate), term,
+                (node, candidate),
+                term,
             )
 
     def before_append(
@@ -235,14 +257,18 @@ class Checker:
                     "log-truncation",
                     f"log truncated from {old_last} to {entries[-1].index} "
                     "without a conflicting entry",
-                    (node,), entries[-1].term, entries[-1].index + 1,
+                    (node,),
+                    entries[-1].term,
+                    entries[-1].index + 1,
                 )
             return
         if conflict <= commit:
             raise Violation(
                 "committed-lost",
                 f"committed entry (commit {commit}) overwritten by term {entries[0].term}",
-                (node,), log.term(conflict), conflict,
+                (node,),
+                log.term(conflict),
+                conflict,
             )
 
     def logged(self, node: NodeId, log: LogStorage, entries: list[Entry]) -> None:
@@ -263,7 +289,9 @@ class Checker:
                 raise Violation(
                     "log-matching",
                     f"same index and term but different {what} on {other[3]} and {node}",
-                    (other[3], node), e.term, e.index,
+                    (other[3], node),
+                    e.term,
+                    e.index,
                 )
 
     # -- state machine ------------------------------------------------------------------
@@ -273,8 +301,11 @@ class Checker:
         if i != applied_before + 1:
             kind = "repeat" if i <= applied_before else "gap"
             raise Violation(
-                "apply-order", f"{kind}: applied {i} after {applied_before}", (node,),
-                entry.term, i,
+                "apply-order",
+                f"{kind}: applied {i} after {applied_before}",
+                (node,),
+                entry.term,
+                i,
             )
         known = self.committed.get(i)
         if known is None:
@@ -283,20 +314,28 @@ class Checker:
             raise Violation(
                 "state-machine-safety",
                 f"{node} applied term {entry.term} where {known.node} applied term {known.term}",
-                (known.node, node), entry.term, i,
+                (known.node, node),
+                entry.term,
+                i,
             )
         d = self.digests.setdefault(i, digest)
         if d != digest:
             raise Violation(
-                "state-machine-safety", f"state of {node} diverged before index {i}", (node,),
-                entry.term, i,
+                "state-machine-safety",
+                f"state of {node} diverged before index {i}",
+                (node,),
+                entry.term,
+                i,
             )
         if entry.data and entry.type == EntryType.NORMAL:
             at = self._payloads.setdefault(entry.data, i)
             if at != i:
                 raise Violation(
-                    "duplicate-apply", f"payload {entry.data!r} applied at {at} and {i}", (node,),
-                    entry.term, i,
+                    "duplicate-apply",
+                    f"payload {entry.data!r} applied at {at} and {i}",
+                    (node,),
+                    entry.term,
+                    i,
                 )
 
     def restored(self, node: NodeId, index: int, term: int, digest: int) -> None:
@@ -304,15 +343,20 @@ class Checker:
         d = self.digests.setdefault(index, digest)
         if d != digest:
             raise Violation(
-                "state-machine-safety", f"snapshot state differs from applied state at {index}",
-                (node,), term, index,
+                "state-machine-safety",
+                f"snapshot state differs from applied state at {index}",
+                (node,),
+                term,
+                index,
             )
         known = self.committed.get(index)
         if known is not None and known.term != term:
             raise Violation(
                 "state-machine-safety",
-                f"snapshot term {term} differs from applied term {known.term}", (node, known.node),
-                term, index,
+                f"snapshot term {term} differs from applied term {known.term}",
+                (node, known.node),
+                term,
+                index,
             )
 
     def applied_at(self, payload: bytes) -> int | None:
@@ -330,5 +374,7 @@ class Checker:
             raise Violation(
                 "linearizable-read",
                 f"{kind} read returned index {index}, but {floor} was committed before it began",
-                (node,), term, index,
+                (node,),
+                term,
+                index,
             )

@@ -225,9 +225,7 @@ class Cluster:
         st.delivered = self.net.stats.delivered
         st.elections = len(self.checker.leaders)
         st.committed = self.checker.max_commit
-        return RunResult(
-            self.seed, p.name, tuple(sorted(self.bugs)), violation, self.events, st
-        )
+        return RunResult(self.seed, p.name, tuple(sorted(self.bugs)), violation, self.events, st)
 
     def _step_tick(self) -> bool:
         """One virtual tick; True when the run is finished."""
@@ -468,13 +466,19 @@ class Cluster:
             index, digest = _SNAP.unpack(rd.snapshot.data)
             if index != meta.index:
                 raise Violation(
-                    "snapshot-integrity", f"snapshot meta says {meta.index}, data holds {index}",
-                    (nid,), meta.term, meta.index,
+                    "snapshot-integrity",
+                    f"snapshot meta says {meta.index}, data holds {index}",
+                    (nid,),
+                    meta.term,
+                    meta.index,
                 )
             if meta.index <= sn.applied:
                 raise Violation(
-                    "apply-order", f"snapshot at {meta.index} but already applied {sn.applied}",
-                    (nid,), meta.term, meta.index,
+                    "apply-order",
+                    f"snapshot at {meta.index} but already applied {sn.applied}",
+                    (nid,),
+                    meta.term,
+                    meta.index,
                 )
             chk.restored(nid, meta.index, meta.term, digest)
             sn.applied, sn.digest, sn.conf = meta.index, digest, meta.conf_state
@@ -564,8 +568,10 @@ class Cluster:
         best: SimNode | None = None
         for sn in self.nodes.values():
             raw = sn.raw
-            if raw is not None and raw.role == Role.LEADER and (
-                best is None or best.raw is None or raw.term > best.raw.term
+            if (
+                raw is not None
+                and raw.role == Role.LEADER
+                and (best is None or best.raw is None or raw.term > best.raw.term)
             ):
                 best = sn
         return best
@@ -857,7 +863,9 @@ class Cluster:
                     raise Violation(
                         "liveness",
                         f"leadership changed {self.leader_changes} times after faults stopped",
-                        (self.calm_leader[0], ld.id), raw.term, None,
+                        (self.calm_leader[0], ld.id),
+                        raw.term,
+                        None,
                     )
             self.calm_leader = (ld.id, raw.term)
             self.converge_by = -1
@@ -867,8 +875,10 @@ class Cluster:
         target = self.checker.max_commit
         cs = raw.conf_state()
         behind = [
-            sn for sn in self.nodes.values()
-            if sn.raw is not None and sn.applied < target
+            sn
+            for sn in self.nodes.values()
+            if sn.raw is not None
+            and sn.applied < target
             and (sn.id in cs.voters or sn.id in cs.learners)
         ]
         if not behind:
@@ -881,7 +891,9 @@ class Cluster:
             raise Violation(
                 "liveness",
                 f"{sn.id} applied only {sn.applied} of {target} by tick {self.converge_by}",
-                (sn.id,), None, sn.applied + 1,
+                (sn.id,),
+                None,
+                sn.applied + 1,
             )
         return False
 
@@ -902,7 +914,9 @@ class Cluster:
                         "liveness",
                         f"proposal {payload.decode()} accepted by leader {nid} not committed "
                         f"by tick {deadline}",
-                        (nid,), term, None,
+                        (nid,),
+                        term,
+                        None,
                     )
                 return
         try:

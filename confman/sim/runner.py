@@ -13,9 +13,26 @@ from confman.sim.scenarios import overridden, profile_for
 
 #: Fault and workload settings ``shrink`` tries to switch off, one at a time.
 SHRINKABLE = (
-    "membership", "transfer", "campaign", "pause", "partition", "crash", "crash_after_vote",
-    "kill_new_leader", "unsent_leader", "crash_in_window", "send_first", "snapshot_every",
-    "drift", "read", "lease", "batch", "net.drop", "net.dup", "net.slow", "net.drop_append",
+    "membership",
+    "transfer",
+    "campaign",
+    "pause",
+    "partition",
+    "crash",
+    "crash_after_vote",
+    "kill_new_leader",
+    "unsent_leader",
+    "crash_in_window",
+    "send_first",
+    "snapshot_every",
+    "drift",
+    "read",
+    "lease",
+    "batch",
+    "net.drop",
+    "net.dup",
+    "net.slow",
+    "net.drop_append",
     "net.snapshot_delay",
 )
 

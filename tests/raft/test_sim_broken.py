@@ -25,7 +25,10 @@ EXPECTED: dict[str, set[str]] = {
     "no_persist_vote": {"durable-state", "election-safety"},
     # A stale node wins an election and overwrites committed entries.
     "vote_without_log_check": {
-        "leader-completeness", "committed-lost", "state-machine-safety", "log-truncation",
+        "leader-completeness",
+        "committed-lost",
+        "state-machine-safety",
+        "log-truncation",
     },
     # A deposed leader answers ReadIndex from its stale commit index.
     "read_index_no_heartbeat": {"linearizable-read"},

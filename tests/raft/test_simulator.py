@@ -264,8 +264,18 @@ def test_cli_replays_a_failing_seed_in_another_process() -> None:
     """``--seed N --trace`` in a fresh process (other hash seed) prints the same trace."""
     bug = "read_index_no_heartbeat"
     r = next(r for s in range(30) if not (r := run_seed(s, "bug_stale_read", frozenset({bug}))).ok)
-    cmd = [sys.executable, "-m", "confman.sim", "--seed", str(r.seed), "--profile",
-           "bug_stale_read", "--bug", bug, "--trace"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "confman.sim",
+        "--seed",
+        str(r.seed),
+        "--profile",
+        "bug_stale_read",
+        "--bug",
+        bug,
+        "--trace",
+    ]
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 1, out.stderr
