@@ -432,6 +432,8 @@ class Runtime:
         try:
             index = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
+            fut.cancel()
+            self._forget_read(fut)
             raise ReadTimeout("leadership could not be confirmed in time") from None
         await self.wait_applied(index, max(0.0, deadline - time.monotonic()))
         return index
@@ -450,7 +452,19 @@ class Runtime:
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
+            fut.cancel()
+            self._applied_waiters = [w for w in self._applied_waiters if w[2] is not fut]
+            heapq.heapify(self._applied_waiters)
             raise ReadTimeout(f"index {index} not applied within {timeout:g}s") from None
+
+    def _forget_read(self, fut: asyncio.Future[int]) -> None:
+        if fut in self._reads:
+            self._reads.remove(fut)
+        for ctx, futs in list(self._read_waiters.items()):
+            if fut in futs:
+                futs.remove(fut)
+                if not futs:
+                    del self._read_waiters[ctx]
 
     def _flush_reads(self) -> None:
         reads, self._reads = self._reads, []
