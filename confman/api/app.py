@@ -24,6 +24,7 @@ from confman.api.routes_health import asset
 from confman.api.validation import correlation_id
 
 Handler = Any  # aiohttp's handler type
+_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"})
 
 
 def _route_name(request: web.Request) -> str:
@@ -35,6 +36,9 @@ def _middleware(ctx: ApiContext) -> Any:
     origins = ctx.cors_origins
     requests = ctx.metrics.requests
     latency = ctx.metrics.latency
+    # labels() costs a lock and a tuple build per call: keep the children
+    counters: dict[tuple[str, str, int], Any] = {}
+    histograms: dict[str, Any] = {}
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -70,8 +74,16 @@ def _middleware(ctx: ApiContext) -> Any:
             cors.add_headers(request, resp, origins)
         elapsed = time.perf_counter() - start
         route = _route_name(request)
-        requests.labels(request.method, route, str(resp.status)).inc()
-        latency.labels(route).observe(elapsed)
+        method = request.method if request.method in _METHODS else "other"  # bounded labels
+        key = (method, route, resp.status)
+        counter = counters.get(key)
+        if counter is None:
+            counter = counters[key] = requests.labels(method, route, str(resp.status))
+        counter.inc()
+        histogram = histograms.get(route)
+        if histogram is None:
+            histogram = histograms[route] = latency.labels(route)
+        histogram.observe(elapsed)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "%s %s %d",

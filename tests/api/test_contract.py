@@ -307,3 +307,11 @@ def test_scoped_key_reads_and_writes_its_namespace(api: CheckedClient, seeded: d
 
 def test_every_key_is_configured() -> None:
     assert set(KEYS) == {"admin", "editor", "publisher", "viewer", "scoped"}
+
+
+def test_metric_labels_stay_bounded(api: CheckedClient) -> None:
+    for method in ("PROPFIND", "MKCOL", "COPY"):  # methods the HTTP parser lets through
+        assert api.request(method, "/health").status_code == 405
+    text = api.get("/metrics").text
+    assert "PROPFIND" not in text
+    assert 'confman_http_requests_total{method="other",route="/health",status="405"}' in text
