@@ -314,4 +314,4 @@ def test_metric_labels_stay_bounded(api: CheckedClient) -> None:
         assert api.request(method, "/health").status_code == 405
     text = api.get("/metrics").text
     assert "PROPFIND" not in text
-    assert 'confman_http_requests_total{method="other",route="/health",status="405"}' in text
+    assert 'confman_http_requests_total{method="other",route="unmatched",status="405"}' in text
