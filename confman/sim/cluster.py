@@ -77,6 +77,7 @@ class SimNode:
     crash_at: int = -1  # tick of a scheduled crash, -1 when none
     led: int = -1  # last term this node was seen leading
     rate: float = 1.0  # ticks of this node's clock per virtual tick (clock drift)
+    booted: bool = False
     phase: float = 0.0
     paused_since: int = -1  # the process is frozen (no ticks, no deliveries) since then
     paused_until: int = -1
@@ -172,6 +173,10 @@ class Cluster:
         #: Odd seeds bootstrap the way the runtime does (membership as the first log
         #: entries, ``bootstrap_entries``); even seeds through the storage's ConfState.
         self.log_bootstrap = seed % 2 == 1
+        #: Seeds with bit 1 set keep the state machine across crashes, as the runtime's
+        #: SQLite does (restart at its applied index); the others rebuild it from the
+        #: snapshot, replaying the log.
+        self.durable_apply = seed & 2 == 2
         self.nodes: dict[NodeId, SimNode] = {}
         self.min_voters = max(2, n - 1)
         self.election_min, self.election_max = profile.election
@@ -310,11 +315,18 @@ class Cluster:
         return sn
 
     def _boot(self, sn: SimNode) -> None:
-        """(Re)start ``sn`` from its disk; the state machine restarts from the snapshot."""
-        snap = sn.storage.snapshot()
-        sn.applied = snap.meta.index
-        sn.digest = _SNAP.unpack(snap.data)[1] if snap.data else 0
-        sn.conf = snap.meta.conf_state
+        """(Re)start ``sn`` from its disk and its state machine (see ``durable_apply``)."""
+        if self.durable_apply and sn.booted:
+            # The state machine kept its state and applied index (one SQLite transaction);
+            # the core starts from there, with the membership at that index.
+            sn.storage.conf_state = sn.conf
+        else:
+            snap = sn.storage.snapshot()
+            sn.applied = snap.meta.index
+            sn.digest = _SNAP.unpack(snap.data)[1] if snap.data else 0
+            sn.conf = snap.meta.conf_state
+            sn.storage.conf_state = None
+        sn.booted = True
         sn.pending = None
         sn.reads = {}
         sn.restart_at = -1
@@ -346,7 +358,7 @@ class Cluster:
         hs = sn.storage.hard_state
         self._ev(
             f"restart {sn.id}: term {hs.term} vote {hs.vote} commit {raw.commit_index} "
-            f"last {sn.storage.last_index()} snapshot {sn.applied}"
+            f"last {sn.storage.last_index()} applied {sn.applied}"
         )
         self._after(sn)
 
