@@ -13,6 +13,7 @@ import argparse
 import random
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ from pathlib import Path
 from confman.node.state.commands import PutConfig, PutNamespace, Request, encode_request
 from confman.node.state.machine import StateMachine
 from confman.node.state.queries import Reader
+from confman.node.storage.snapshots import SnapshotStore
 from confman.raft.types import Entry
 
 KEYS = 10_000
 VALUE_BYTES = 1024
 NAMESPACE = "bench"
+TAIL = 20_000  # entries applied while a snapshot is taken
 
 
 def make_entries(count: int, seed: int = 7) -> list[Entry]:
@@ -117,6 +120,43 @@ def bench_reads(entries: list[Entry], keys: list[str]) -> Timing:
     return in_fresh_db(work)
 
 
+def bench_snapshot(entries: list[Entry], tail: list[Entry]) -> tuple[Timing, float, float, int]:
+    """A snapshot of the state ``entries`` build, taken while ``tail`` is applied.
+
+    Returns the snapshot's timing, the slowest 64-entry apply during it and without it
+    (seconds), and the snapshot file size.
+    """
+
+    def work(machine: StateMachine, db: Path) -> tuple[Timing, float, float, int]:
+        apply_all(machine, entries, 256)
+        store = SnapshotStore(db.parent / "snaps")
+        result: list[Timing] = []
+        worker = threading.Thread(target=lambda: result.append(timed(lambda: store.create(db))))
+
+        def slowest_batch(until: Callable[[], bool], todo: list[Entry]) -> float:
+            worst = 0.0
+            while todo and until():
+                start = time.perf_counter()
+                machine.apply(todo[:64])
+                worst = max(worst, time.perf_counter() - start)
+                del todo[:64]
+            return worst
+
+        todo = list(tail)
+        quiet = slowest_batch(lambda: len(todo) > len(tail) // 2, todo)
+        worker.start()
+        during = slowest_batch(worker.is_alive, todo)
+        worker.join()
+        latest = store.latest()
+        assert latest is not None
+        return result[0], during, quiet, latest.path.stat().st_size
+
+    with tempfile.TemporaryDirectory(prefix="bench-snap-") as tmp:
+        db = Path(tmp) / "state.db"
+        with StateMachine(db) as machine:
+            return work(machine, db)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -129,7 +169,7 @@ def main() -> None:
     parser.add_argument("--rebuild", type=int, default=100_000, help="entries to rebuild from")
     args = parser.parse_args()
 
-    entries = make_entries(max(args.commands, args.rebuild, KEYS))
+    entries = make_entries(max(args.commands, args.rebuild, KEYS) + TAIL)
     rows: list[tuple[str, str, str]] = []
     for batch in (1, 64, 256):
         count = args.commands // 4 if batch == 1 else args.commands
@@ -138,6 +178,13 @@ def main() -> None:
         rows.append((name, *t.rates(count, "commands/s")))
     t = Timing.median([bench_rebuild(entries[: args.rebuild + 1]) for _ in range(args.rounds)])
     rows.append((f"rebuild from {args.rebuild:,} entries", f"{t.wall:>9.2f} s", f"{t.cpu:>9.2f} s"))
+    base, tail = entries[: args.rebuild + 1], entries[args.rebuild + 1 :][:TAIL]
+    snaps = [bench_snapshot(base, tail) for _ in range(args.rounds)]
+    t = Timing.median([s[0] for s in snaps])
+    size = f"{statistics.median(s[3] for s in snaps) / 1e6:.0f} MB"
+    rows.append((f"snapshot of that state ({size})", f"{t.wall:>9.2f} s", f"{t.cpu:>9.2f} s"))
+    during, quiet = (statistics.median(s[i] for s in snaps) * 1000 for i in (1, 2))
+    rows.append(("slowest 64-entry apply during / before it", f"{during:.0f} / {quiet:.0f} ms", ""))
     rng = random.Random(3)
     keys = [f"key-{rng.randrange(KEYS):05d}" for _ in range(50_000)]
     t = Timing.median([bench_reads(entries[: KEYS + 1], keys) for _ in range(args.rounds)])
