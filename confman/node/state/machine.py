@@ -123,9 +123,15 @@ class StateMachine:
     # -- lifecycle ------------------------------------------------------------------------
     def _open(self) -> None:
         conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
+        # 8 KiB pages: rows of 1 KB values (and audit rows holding two) waste less space
+        # than in 4 KiB pages; measured 1.4x less file, 1.2x less written, ~15% less CPU
+        # per put. Only takes effect when the database is created.
+        conn.execute("PRAGMA page_size=8192")
         conn.execute("PRAGMA journal_mode=WAL")
+        # The Raft WAL is the source of truth: a lost SQLite commit rolls back together
+        # with its applied index and is replayed.
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint=10000")
+        conn.execute("PRAGMA wal_autocheckpoint=5000")  # ~40 MB of WAL between checkpoints
         conn.execute("PRAGMA cache_size=-32768")
         conn.execute("PRAGMA temp_store=MEMORY")
         try:
