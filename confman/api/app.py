@@ -32,6 +32,33 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+async def _dispatch(
+    request: web.Request, handler: Handler, origins: frozenset[str], cid: str
+) -> web.StreamResponse:
+    """The handler's response, or the problem/redirect it raised."""
+    try:
+        if origins and cors.is_preflight(request):
+            return cors.preflight(request, origins)
+        return await handler(request)
+    except Problem as p:
+        return p.response(request.rel_url.raw_path, cid)
+    except Redirect as r:
+        return r.response()
+    except web.HTTPException as exc:
+        return from_http_exception(exc).response(request.rel_url.raw_path, cid)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        error_log.exception(
+            "unhandled error in %s %s",
+            request.method,
+            request.rel_url.raw_path,
+            extra={"fields": {"correlationId": cid}},
+        )
+        problem = Problem(500, detail=f"An unexpected error occurred; quote traceId {cid}")
+        return problem.response(request.rel_url.raw_path, cid)
+
+
 def _middleware(ctx: ApiContext) -> Any:
     origins = ctx.cors_origins
     requests = ctx.metrics.requests
@@ -40,39 +67,7 @@ def _middleware(ctx: ApiContext) -> Any:
     counters: dict[tuple[str, str, int], Any] = {}
     histograms: dict[str, Any] = {}
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        start = time.perf_counter()
-        cid = correlation_id(request) or uuid.uuid4().hex
-        CORRELATION_ID.set(cid)
-        resp: web.StreamResponse
-        try:
-            if origins and cors.is_preflight(request):
-                resp = cors.preflight(request, origins)
-            else:
-                resp = await handler(request)
-        except Problem as p:
-            resp = p.response(request.rel_url.raw_path, cid)
-        except Redirect as r:
-            resp = r.response()
-        except web.HTTPException as exc:
-            resp = from_http_exception(exc).response(request.rel_url.raw_path, cid)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            error_log.exception(
-                "unhandled error in %s %s",
-                request.method,
-                request.rel_url.raw_path,
-                extra={"fields": {"correlationId": cid}},
-            )
-            resp = Problem(
-                500, detail=f"An unexpected error occurred; quote traceId {cid}"
-            ).response(request.rel_url.raw_path, cid)
-        resp.headers["X-Correlation-Id"] = cid
-        if origins:
-            cors.add_headers(request, resp, origins)
-        elapsed = time.perf_counter() - start
+    def record(request: web.Request, resp: web.StreamResponse, cid: str, elapsed: float) -> None:
         route = _route_name(request)
         method = request.method if request.method in _METHODS else "other"  # bounded labels
         key = (method, route, resp.status)
@@ -102,7 +97,21 @@ def _middleware(ctx: ApiContext) -> Any:
                     }
                 },
             )
-        return resp
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        cid = correlation_id(request) or uuid.uuid4().hex
+        token = CORRELATION_ID.set(cid)  # for log records emitted while handling it
+        try:
+            resp = await _dispatch(request, handler, origins, cid)
+            resp.headers["X-Correlation-Id"] = cid
+            if origins:
+                cors.add_headers(request, resp, origins)
+            record(request, resp, cid, time.perf_counter() - start)
+            return resp
+        finally:
+            CORRELATION_ID.reset(token)
 
     return middleware
 
