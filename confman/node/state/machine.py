@@ -42,6 +42,7 @@ from confman.node.state.schema import (
     namespace_dict,
     read_meta,
 )
+from confman.node.storage.snapshots import install_snapshot
 from confman.raft.types import ConfState, Entry, EntryType
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,6 @@ class StateMachine:
 
         Readers opened on the old database must be reopened afterwards.
         """
-        from confman.node.storage.snapshots import install_snapshot
-
         self.close()
         try:
             install_snapshot(snapshot_path, self.db_path)
