@@ -130,18 +130,22 @@ async def _connected(_session: Any, ctx: Any, _params: Any) -> None:
 
 
 def make_session(**kwargs: Any) -> aiohttp.ClientSession:
-    """A client session whose requests note when they got a connection.
+    """A client session that sends each request once, and notes when it got a connection.
 
-    aiohttp silently resends a PUT or DELETE on a fresh connection when a reused one breaks;
-    a connection refused on that resend says nothing about the first attempt. `send` only
-    calls a refused connection definite when its request never had a connection at all.
+    aiohttp silently resends a PUT or DELETE when the connection breaks (RFC 9112 retry of
+    idempotent methods): one recorded operation would then be two attempts, and a refusal
+    of the resend would hide that the first may have been applied. The resend is switched
+    off (a private switch; tests/verify/test_workload.py checks it still works), and `send`
+    calls a refused connection definite only when its request never had a connection.
     """
     tc = aiohttp.TraceConfig()
     tc.on_request_start.append(_traced)
     tc.on_connection_create_end.append(_connected)
     tc.on_connection_reuseconn.append(_connected)
     connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
-    return aiohttp.ClientSession(connector=connector, trace_configs=[tc], **kwargs)
+    session = aiohttp.ClientSession(connector=connector, trace_configs=[tc], **kwargs)
+    session._retry_connection = False  # type: ignore[attr-defined]
+    return session
 
 
 async def send(
