@@ -7,29 +7,15 @@ Every node's ``Ready`` is handled right after the event that produced it, and ev
 it carries is judged by ``Checker``. A seed fixes every choice, so a failing run replays
 exactly (``python -m confman.sim --seed N --trace``).
 
-The run has two phases. During ``profile.fault_ticks`` the profile's faults happen. Then
-faults stop (links heal, the network becomes reliable with delays of at most one tick,
-crashed members restart) and liveness is required:
-
-- the cluster is never without a leader for more than ``leader_bound`` ticks
-  (8 election timeouts: ``8 * election_tick_max``);
-- a proposal accepted by a leader is applied within ``commit_bound`` ticks (one election
-  timeout: ``election_tick_max``) unless that leader loses its term first; the client then
-  retries at the new leader;
-- after ``LIVE_PROPOSALS`` acknowledged proposals, every live member applies up to the
-  cluster's commit index within ``commit_bound`` more ticks of the same leader;
-- where a profile throttles appends to about one entry each (``max_msg_bytes`` < 1 KiB),
-  both bounds grow by 3 ticks (a round trip plus slack) per entry of backlog;
-- leadership changes at most ``MAX_CALM_LEADER_CHANGES`` times (a node that rejoins with a
-  higher term may legitimately depose the first leader, more so without pre-vote).
+The run has two phases. During ``profile.fault_ticks`` the profile's faults happen; then
+faults stop and ``Liveness`` (module ``liveness``) requires the cluster to elect, commit and
+converge within bounds derived from the election timeout.
 """
 
 from __future__ import annotations
 
 import random
-import struct
 import traceback
-from dataclasses import dataclass, field
 
 from confman.raft.bootstrap import bootstrap_entries
 from confman.raft.confchange import decode_conf_change
@@ -51,98 +37,14 @@ from confman.raft.types import (
     Role,
 )
 from confman.sim.checks import Checker, Violation, chain_digest
+from confman.sim.liveness import LEADER_BOUND_TIMEOUTS, Liveness
+from confman.sim.model import SM_SNAPSHOT, RunResult, RunStats, SimNode, describe
 from confman.sim.network import NetFaults, Network
 from confman.sim.scenarios import Profile
 
 MT = MessageType
 LEADER = Role.LEADER
-LIVE_PROPOSALS = 3
-MAX_CALM_LEADER_CHANGES = 3
 SPARES = 2  # nodes outside the initial configuration, for membership changes
-_SNAP = struct.Struct("<qq")  # the simulated state machine's snapshot: (index, digest)
-
-
-@dataclass(slots=True)
-class SimNode:
-    """One member: its disk (``storage``) survives crashes, everything else is volatile."""
-
-    id: NodeId
-    storage: MemoryStorage
-    raw: RawNode | None = None
-    applied: int = 0
-    digest: int = 0
-    conf: ConfState = field(default_factory=ConfState)
-    restart_at: int = -1  # tick of a scheduled restart, -1 when none
-    retire_at: int = -1  # tick it shuts down after being removed, -1 when none
-    crash_at: int = -1  # tick of a scheduled crash, -1 when none
-    led: int = -1  # last term this node was seen leading
-    rate: float = 1.0  # ticks of this node's clock per virtual tick (clock drift)
-    booted: bool = False
-    phase: float = 0.0
-    paused_since: int = -1  # the process is frozen (no ticks, no deliveries) since then
-    paused_until: int = -1
-    inbox: list[Message] = field(default_factory=list)  # delivered while frozen
-    queued_lease: int = -1  # read floor of a lease read a client sent while it was frozen
-    queued_lease_at: int = -1  # when that client sends it
-    commit: int = -1  # commit index last reported to the checker
-    retired: bool = False
-    pending: tuple[Ready, int] | None = None  # a leader's Ready whose disk write is due
-    reads: dict[bytes, int] = field(default_factory=dict)  # ReadIndex ctx -> floor
-
-    @property
-    def up(self) -> bool:
-        return self.raw is not None
-
-    @property
-    def reachable(self) -> bool:
-        """Running and not frozen: a client can talk to it."""
-        return self.raw is not None and self.paused_since < 0
-
-
-@dataclass(slots=True)
-class RunStats:
-    """What one run did (summed by the runner)."""
-
-    ticks: int = 0
-    messages: int = 0
-    delivered: int = 0
-    elections: int = 0
-    committed: int = 0
-    crashes: int = 0
-    partitions: int = 0
-    snapshots_sent: int = 0
-    reads_checked: int = 0
-    lease_reads: int = 0
-    conf_changes: int = 0
-    transfers: int = 0
-    leader_after_calm: int = -1  # ticks from calm start to a leader
-
-
-@dataclass(slots=True)
-class RunResult:
-    """Outcome of a run: a violation (or None), the event log and counters."""
-
-    seed: int
-    profile: str
-    bugs: tuple[str, ...]
-    violation: Violation | None
-    events: list[tuple[int, str]]
-    stats: RunStats
-
-    @property
-    def ok(self) -> bool:
-        return self.violation is None
-
-    def trace(self, last: int | None = None) -> str:
-        """The event log up to the violation (the last ``last`` events if given)."""
-        evs = self.events if last is None else self.events[-last:]
-        lines = [f"seed={self.seed} profile={self.profile} bugs={','.join(self.bugs) or '-'}"]
-        if last is not None and len(self.events) > last:
-            lines.append(f"  ... {len(self.events) - last} earlier events")
-        lines += [f"  t={t:5d} {text}" for t, text in evs]
-        if self.violation is not None:
-            lines.append(f"VIOLATION {self.violation}")
-        return "\n".join(lines)
 
 
 class Cluster:
@@ -180,23 +82,13 @@ class Cluster:
         self.nodes: dict[NodeId, SimNode] = {}
         self.min_voters = max(2, n - 1)
         self.election_min, self.election_max = profile.election
-        self.leader_bound = 8 * self.election_max
-        self.commit_bound = self.election_max
-        # Appends throttled to about one entry each: a backlog costs a round trip per entry.
-        self.per_entry = 3 if profile.max_msg_bytes < 1024 else 0
+        self.leader_bound = LEADER_BOUND_TIMEOUTS * self.election_max
         self.heal_at = -1
         self.leader_hint: NodeId | None = None
         self.payload_seq = 0
         self.reports: list[tuple[NodeId, NodeId, bool | None]] = []  # (from, peer, snap ok)
         self.calm = False
-        self.calm_since = -1
-        # Liveness client: (payload, deadline, leader term, leader), acknowledged count.
-        self.live: tuple[bytes, int, int, NodeId] | None = None
-        self.live_acked = 0
-        self.leader_changes = 0
-        self.calm_leader: tuple[NodeId, int] | None = None
-        self.no_leader_since = -1
-        self.converge_by = -1
+        self.liveness: Liveness | None = None
         for nid in self.initial:
             self._start(nid, self._disk(founder=True))
 
@@ -223,7 +115,7 @@ class Cluster:
             if violation is None:
                 raise
         if violation is not None:
-            self._ev(f"VIOLATION {violation}")
+            self.ev(f"VIOLATION {violation}")
         st = self.stats
         st.ticks = self.now + 1
         st.messages = self.net.stats.sent
@@ -254,8 +146,8 @@ class Cluster:
                     self._crash(sn, "new leader killed", self.p.down_len)
         if self.reports:
             self._deliver_reports()
-        if self.calm:
-            if self._liveness():
+        if self.liveness is not None:
+            if self.liveness.step(self):
                 return True
         else:
             self._faults()
@@ -266,16 +158,17 @@ class Cluster:
             if raw is not None and sn.paused_since < 0:
                 if sn.rate == 1.0:
                     raw.tick()
-                    self._after(sn)
+                    self.after(sn)
                     continue
                 sn.phase += sn.rate
                 while sn.phase >= 1.0 and sn.raw is not None:
                     sn.phase -= 1.0
                     sn.raw.tick()
-                    self._after(sn)
+                    self.after(sn)
         return False
 
-    def _ev(self, text: str) -> None:
+    def ev(self, text: str) -> None:
+        """Record an event of the trace at the current tick."""
         self.events.append((self.now, text))
 
     # ------------------------------------------------------------------ node lifecycle
@@ -323,7 +216,7 @@ class Cluster:
         else:
             snap = sn.storage.snapshot()
             sn.applied = snap.meta.index
-            sn.digest = _SNAP.unpack(snap.data)[1] if snap.data else 0
+            sn.digest = SM_SNAPSHOT.unpack(snap.data)[1] if snap.data else 0
             sn.conf = snap.meta.conf_state
             sn.storage.conf_state = None
         sn.booted = True
@@ -344,9 +237,9 @@ class Cluster:
         self.stats.crashes += 1
         if down is not None and not self.calm:
             sn.restart_at = self.now + self.rng.randint(*down)
-            self._ev(f"crash {sn.id} ({why}){lost}, restart at {sn.restart_at}")
+            self.ev(f"crash {sn.id} ({why}){lost}, restart at {sn.restart_at}")
         else:
-            self._ev(f"stop {sn.id} ({why}){lost}")
+            self.ev(f"stop {sn.id} ({why}){lost}")
 
     def _restart(self, sn: SimNode) -> None:
         if sn.up or sn.retired:
@@ -356,15 +249,15 @@ class Cluster:
         raw = sn.raw
         assert raw is not None
         hs = sn.storage.hard_state
-        self._ev(
+        self.ev(
             f"restart {sn.id}: term {hs.term} vote {hs.vote} commit {raw.commit_index} "
             f"last {sn.storage.last_index()} applied {sn.applied}"
         )
-        self._after(sn)
+        self.after(sn)
 
     def _maybe_retire(self, sn: SimNode) -> None:
         sn.retire_at = -1
-        ld = self._leader()
+        ld = self.leader()
         if ld is None or ld.raw is None:
             return
         cs = ld.raw.conf_state()
@@ -375,7 +268,7 @@ class Cluster:
             self._crash(sn, "removed from the cluster")
 
     # ------------------------------------------------------------------ ready handling
-    def _after(self, sn: SimNode) -> None:
+    def after(self, sn: SimNode) -> None:
         """Judge ``sn`` after an event, then handle its Ready until it has none."""
         chk = self.checker
         while True:
@@ -387,7 +280,7 @@ class Cluster:
             if leading and raw.term != sn.led and chk.leader(sn.id, raw.term):
                 sn.led = raw.term
                 fresh = True
-                self._ev(f"{sn.id} leader of term {raw.term} (last {raw.log.last_index()})")
+                self.ev(f"{sn.id} leader of term {raw.term} (last {raw.log.last_index()})")
                 chk.leader_completeness(sn.id, raw.term, raw.log)
                 self.leader_hint = sn.id
                 kill = self.p.kill_new_leader
@@ -429,7 +322,7 @@ class Cluster:
         sn.pending = None
         self._persist(sn, rd)
         self._finish(sn, rd)
-        self._after(sn)
+        self.after(sn)
 
     def _persist(self, sn: SimNode, rd: Ready) -> None:
         st = sn.storage
@@ -457,7 +350,7 @@ class Cluster:
             elif m.type == MT.SNAPSHOT:
                 self.stats.snapshots_sent += 1
             if self.verbose:
-                self._ev(_describe(m))
+                self.ev(describe(m))
             if not net.send(m, now):
                 self._lost(m)
         p = self.p
@@ -475,7 +368,7 @@ class Cluster:
         nid = sn.id
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
-            index, digest = _SNAP.unpack(rd.snapshot.data)
+            index, digest = SM_SNAPSHOT.unpack(rd.snapshot.data)
             if index != meta.index:
                 raise Violation(
                     "snapshot-integrity",
@@ -494,7 +387,7 @@ class Cluster:
                 )
             chk.restored(nid, meta.index, meta.term, digest)
             sn.applied, sn.digest, sn.conf = meta.index, digest, meta.conf_state
-            self._ev(f"{nid} installed snapshot at {meta.index} term {meta.term}")
+            self.ev(f"{nid} installed snapshot at {meta.index} term {meta.term}")
         for e in rd.committed_entries:
             digest = chain_digest(sn.digest, e)
             chk.applied(nid, e, sn.applied, digest)
@@ -514,7 +407,7 @@ class Cluster:
             and sn.applied - st.snapshot().meta.index >= every
             and sn.applied <= st.last_index()
         ):
-            st.create_snapshot(sn.applied, sn.conf, _SNAP.pack(sn.applied, sn.digest))
+            st.create_snapshot(sn.applied, sn.conf, SM_SNAPSHOT.pack(sn.applied, sn.digest))
             upto = sn.applied - self.p.snapshot_keep
             if upto >= st.first_index():
                 st.compact(upto)
@@ -523,7 +416,7 @@ class Cluster:
         sn.conf = raw.apply_conf_change(cc)
         if raw.role == Role.LEADER:
             self.stats.conf_changes += 1
-            self._ev(
+            self.ev(
                 f"{sn.id} applied conf change {cc.type.name} {cc.node_id} at {index}: "
                 f"voters {','.join(sn.conf.voters)} learners {','.join(sn.conf.learners) or '-'}"
             )
@@ -551,7 +444,7 @@ class Cluster:
             sn.raw.step(m)
             if m.type == MT.SNAPSHOT:
                 self.reports.append((m.frm, m.to, True))
-            self._after(sn)
+            self.after(sn)
 
     def _lost(self, m: Message) -> None:
         """The transport of ``m.frm`` notices a failed send (snapshot or blocked link)."""
@@ -573,10 +466,10 @@ class Cluster:
                 sn.raw.report_unreachable(peer)
             else:
                 sn.raw.report_snapshot(peer, ok)
-            self._after(sn)
+            self.after(sn)
 
     # ------------------------------------------------------------------ faults
-    def _leader(self) -> SimNode | None:
+    def leader(self) -> SimNode | None:
         best: SimNode | None = None
         for sn in self.nodes.values():
             raw = sn.raw
@@ -604,13 +497,13 @@ class Cluster:
         if self.heal_at == now:
             self.net.heal()
             self.heal_at = -1
-            self._ev("heal all links")
+            self.ev("heal all links")
         if p.partition and self.heal_at < 0 and rng.random() < p.partition:
             self._partition()
         if p.crash and rng.random() < p.crash:
             live = self._live()
             if len(live) > len(self.initial) // 2:
-                ld = self._leader()
+                ld = self.leader()
                 victim = ld if ld is not None and rng.random() < p.crash_leader else None
                 self._crash(victim or rng.choice(live), "fault", p.down_len)
         if p.pause and rng.random() < p.pause:
@@ -621,9 +514,9 @@ class Cluster:
             live = self._live()
             sn = rng.choice(live) if live else None
             if sn is not None and sn.raw is not None:
-                self._ev(f"{sn.id} campaigns")
+                self.ev(f"{sn.id} campaigns")
                 sn.raw.campaign()
-                self._after(sn)
+                self.after(sn)
         if p.membership and rng.random() < p.membership:
             self._change_membership()
 
@@ -631,7 +524,7 @@ class Cluster:
         rng = self.rng
         ids = [nid for nid, sn in self.nodes.items() if not sn.retired]
         rng.shuffle(ids)
-        ld = self._leader()
+        ld = self.leader()
         kind = rng.randrange(5)
         net = self.net
         if kind == 0 and ld is not None:
@@ -669,12 +562,12 @@ class Cluster:
             what = f"bridge {bridge} between {a} and {b}"
         self.heal_at = self.now + rng.randint(*self.p.partition_len)
         self.stats.partitions += 1
-        self._ev(f"partition: {what} until {self.heal_at}")
+        self.ev(f"partition: {what} until {self.heal_at}")
 
     def _pause(self) -> None:
         """Freeze a process (a GC pause, SIGSTOP, a stalled VM) for a while."""
         rng = self.rng
-        ld = self._leader()
+        ld = self.leader()
         live = self._live()
         sn = ld if ld is not None and rng.random() < self.p.crash_leader else None
         sn = sn or (rng.choice(live) if live else None)
@@ -684,7 +577,7 @@ class Cluster:
         sn.paused_until = self.now + rng.randint(*self.p.pause_len)
         if self.p.lease and rng.random() < 0.5:
             sn.queued_lease_at = rng.randint(self.now, sn.paused_until - 1)
-        self._ev(f"pause {sn.id} until {sn.paused_until}")
+        self.ev(f"pause {sn.id} until {sn.paused_until}")
 
     def _resume(self, sn: SimNode) -> None:
         """Thaw a frozen process: missed ticks (if the runtime catches up), then its inbox."""
@@ -692,7 +585,7 @@ class Cluster:
         sn.paused_since = sn.paused_until = -1
         inbox, sn.inbox = sn.inbox, []
         catch_up = self.p.pause_catch_up
-        self._ev(
+        self.ev(
             f"resume {sn.id} after {missed} ticks "
             f"({'catching up the ticks' if catch_up else 'its clock lost them'}), "
             f"{len(inbox)} messages waiting"
@@ -701,7 +594,7 @@ class Cluster:
             if sn.raw is None:
                 return
             sn.raw.tick()
-            self._after(sn)
+            self.after(sn)
         floor, sn.queued_lease, sn.queued_lease_at = sn.queued_lease, -1, -1
         raw = sn.raw
         if floor >= 0 and raw is not None and raw.role is LEADER:
@@ -716,10 +609,10 @@ class Cluster:
             sn.raw.step(m)
             if m.type == MT.SNAPSHOT:
                 self.reports.append((m.frm, m.to, True))
-            self._after(sn)
+            self.after(sn)
 
     def _transfer(self) -> None:
-        ld = self._leader()
+        ld = self.leader()
         if ld is None or ld.raw is None or not ld.reachable:
             return
         peers = [v for v in ld.raw.conf_state().voters if v != ld.id]
@@ -729,17 +622,17 @@ class Cluster:
         # Half the requests reach a follower, which forwards them to its leader.
         via = self.rng.choice(self._live()) if self.rng.random() < 0.5 else ld
         assert via.raw is not None
-        self._ev(f"transfer leadership {ld.id} -> {to} (asked at {via.id})")
+        self.ev(f"transfer leadership {ld.id} -> {to} (asked at {via.id})")
         self.stats.transfers += 1
         try:
             via.raw.transfer_leadership(to)
         except NotLeaderError:
             return
-        self._after(via)
+        self.after(via)
 
     def _change_membership(self) -> None:
         rng = self.rng
-        ld = self._leader()
+        ld = self.leader()
         if ld is None or ld.raw is None or not ld.reachable:
             return
         cs = ld.raw.conf_state()
@@ -760,23 +653,24 @@ class Cluster:
         try:
             idx = ld.raw.propose_conf_change(cc)
         except (RaftError, ValueError) as exc:
-            self._ev(f"conf change {cc.type.name} {cc.node_id} refused: {exc}")
+            self.ev(f"conf change {cc.type.name} {cc.node_id} refused: {exc}")
             return
-        self._ev(f"propose conf change {cc.type.name} {cc.node_id} at {idx} on {ld.id}")
+        self.ev(f"propose conf change {cc.type.name} {cc.node_id} at {idx} on {ld.id}")
         if cc.type == ConfChangeType.ADD_LEARNER:
             sn = self.nodes.get(cc.node_id)
             if sn is None:
                 self._start(cc.node_id, self._disk(founder=False))
-                self._ev(f"start new node {cc.node_id}")
+                self.ev(f"start new node {cc.node_id}")
             else:
                 sn.retired = False
                 sn.retire_at = -1
                 if not sn.up:
                     self._restart(sn)
-        self._after(ld)
+        self.after(ld)
 
     # ------------------------------------------------------------------ clients
-    def _payload(self) -> bytes:
+    def payload(self) -> bytes:
+        """A payload no client has proposed before."""
         self.payload_seq += 1
         return b"p%d" % self.payload_seq
 
@@ -808,15 +702,15 @@ class Cluster:
         assert raw is not None
         try:
             if rng.random() < self.p.batch:
-                raw.propose_many([self._payload() for _ in range(rng.randint(2, 8))])
+                raw.propose_many([self.payload() for _ in range(rng.randint(2, 8))])
             else:
-                raw.propose(self._payload())
+                raw.propose(self.payload())
         except NotLeaderError as exc:
             self.leader_hint = exc.leader
             return
         except ProposalDroppedError:
             return
-        self._after(hint)
+        self.after(hint)
 
     def _read(self) -> None:
         rng = self.rng
@@ -835,122 +729,21 @@ class Cluster:
         except NotLeaderError:
             return
         sn.reads[ctx] = floor
-        self._after(sn)
+        self.after(sn)
 
     # ------------------------------------------------------------------ liveness
     def _become_calm(self) -> None:
         self.calm = True
-        self.calm_since = self.now
+        self.liveness = Liveness(self.now, self.election_max, self.p.max_msg_bytes < 1024)
         self.net.heal()
         self.heal_at = -1
         self.net.faults = NetFaults(delay_max=1)
-        self._ev("faults stop: links healed, network reliable, members restart")
+        self.ev("faults stop: links healed, network reliable, members restart")
         for sn in self.nodes.values():
             if sn.paused_since >= 0:
                 self._resume(sn)
             if not sn.up and not sn.retired:
                 self._restart(sn)
-
-    def _liveness(self) -> bool:
-        """Drive and judge the calm phase; True once liveness has been shown."""
-        now = self.now
-        ld = self._leader()
-        if ld is None:
-            if self.no_leader_since < 0:
-                self.no_leader_since = now
-            elif now - self.no_leader_since > self.leader_bound:
-                raise Violation(
-                    "liveness", f"no leader for {self.leader_bound} ticks after faults stopped"
-                )
-            return False
-        self.no_leader_since = -1
-        raw = ld.raw
-        assert raw is not None
-        if self.stats.leader_after_calm < 0:
-            self.stats.leader_after_calm = now - self.calm_since
-        if self.calm_leader != (ld.id, raw.term):
-            if self.calm_leader is not None:
-                self.leader_changes += 1
-                if self.leader_changes > MAX_CALM_LEADER_CHANGES:
-                    raise Violation(
-                        "liveness",
-                        f"leadership changed {self.leader_changes} times after faults stopped",
-                        (self.calm_leader[0], ld.id),
-                        raw.term,
-                        None,
-                    )
-            self.calm_leader = (ld.id, raw.term)
-            self.converge_by = -1
-        if self.live_acked < LIVE_PROPOSALS:
-            self._live_propose(ld, raw)
-            return False
-        target = self.checker.max_commit
-        cs = raw.conf_state()
-        behind = [
-            sn
-            for sn in self.nodes.values()
-            if sn.raw is not None
-            and sn.applied < target
-            and (sn.id in cs.voters or sn.id in cs.learners)
-        ]
-        if not behind:
-            return True
-        if self.converge_by < 0:
-            backlog = max(target - sn.applied for sn in behind)
-            self.converge_by = now + self.commit_bound + self.per_entry * backlog
-        if now > self.converge_by:
-            sn = behind[0]
-            raise Violation(
-                "liveness",
-                f"{sn.id} applied only {sn.applied} of {target} by tick {self.converge_by}",
-                (sn.id,),
-                None,
-                sn.applied + 1,
-            )
-        return False
-
-    def _live_propose(self, ld: SimNode, raw: RawNode) -> None:
-        """Propose to the leader; each proposal a stable leader accepted must commit in time."""
-        live = self.live
-        if live is not None:
-            payload, deadline, term, nid = live
-            at = self.checker.applied_at(payload)
-            if at is not None:
-                self.live_acked += 1
-                self.live = None
-                self._ev(f"liveness proposal {payload.decode()} committed at {at}")
-                return
-            if nid == ld.id and term == raw.term:
-                if self.now > deadline:
-                    raise Violation(
-                        "liveness",
-                        f"proposal {payload.decode()} accepted by leader {nid} not committed "
-                        f"by tick {deadline}",
-                        (nid,),
-                        term,
-                        None,
-                    )
-                return
-        try:
-            payload = self._payload()
-            idx = raw.propose(payload)
-        except (NotLeaderError, ProposalDroppedError):
-            return
-        deadline = self.now + self.commit_bound + self.per_entry * (idx - raw.commit_index)
-        self.live = (payload, deadline, raw.term, ld.id)
-        self._after(ld)
-
-
-def _describe(m: Message) -> str:
-    extra = ""
-    if m.entries:
-        extra = f" ents {m.entries[0].index}..{m.entries[-1].index}"
-    if m.reject:
-        extra += " reject"
-    return (
-        f"send {m.type.name} {m.frm}->{m.to} term {m.term} idx {m.index} "
-        f"logterm {m.log_term} commit {m.commit}{extra}"
-    )
 
 
 def _core_exception(exc: Exception) -> Violation | None:

@@ -8,7 +8,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 
-from confman.sim.cluster import Cluster, RunResult, RunStats
+from confman.sim.cluster import Cluster
+from confman.sim.model import RunResult, RunStats
 from confman.sim.scenarios import overridden, profile_for
 
 #: Fault and workload settings ``shrink`` tries to switch off, one at a time.

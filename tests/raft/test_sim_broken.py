@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from confman.raft.config import KNOWN_BUGS
-from confman.sim.cluster import Cluster, RunResult
+from confman.sim.cluster import Cluster
+from confman.sim.model import RunResult
 from confman.sim.runner import run_seed
 from confman.sim.scenarios import BUG_PROFILES, BY_NAME
 

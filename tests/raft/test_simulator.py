@@ -17,7 +17,8 @@ import pytest
 from confman.raft.storage import MemoryStorage
 from confman.raft.types import ConfState, Entry, HardState, Message, MessageType
 from confman.sim.checks import Checker, Violation, chain_digest
-from confman.sim.cluster import LIVE_PROPOSALS, Cluster
+from confman.sim.cluster import Cluster
+from confman.sim.liveness import LIVE_PROPOSALS
 from confman.sim.network import NetFaults, Network
 from confman.sim.runner import SHRINKABLE, run_seed, shrink, sweep
 from confman.sim.scenarios import BY_NAME, overridden
