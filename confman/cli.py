@@ -45,9 +45,9 @@ def serve(config_path: str, node_id: str | None, data_dir: str | None) -> None:
         cfg = load(config_path, overrides={"node_id": node_id, "data_dir": data_dir})
     except ConfigError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from None
-    from confman.logs import setup_logging
+    from confman.api import configure_logging
 
-    setup_logging(cfg.log_level, cfg.log_format, cfg.node_id)
+    configure_logging(cfg.log_level, cfg.log_format)
     if cfg.profile == "dev" and any(
         hash_key(k) in {a.key_sha256 for a in cfg.api_keys} for k, _, _ in DEV_KEYS
     ):
@@ -56,11 +56,10 @@ def serve(config_path: str, node_id: str | None, data_dir: str | None) -> None:
         )
     try:
         import uvloop
-
-        uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        pass
-    asyncio.run(_serve(cfg))
+        asyncio.run(_serve(cfg))
+    else:
+        uvloop.run(_serve(cfg))
 
 
 async def _serve(cfg: object) -> None:
@@ -85,7 +84,7 @@ async def _serve(cfg: object) -> None:
         await stop.wait()
     finally:
         logging.getLogger("confman").info("node %s stopping", rt.id)
-        await server.cleanup()
+        await server.stop()
         await rt.stop()
 
 
