@@ -146,7 +146,8 @@ def write_report(r: RunResult, out: Path, cluster: ProcessCluster | None = None)
 
 
 def timeline_svg(r: RunResult, width: int = 1600) -> str:
-    """The history as an SVG picture: a row per client, time left to right."""
+    """The history as an SVG picture: a strip of faults on top, then a row per client with a
+    bar per operation from call to return (an indeterminate one until the client gave up)."""
     ops = r.history
     clients = sorted(
         {op.client_id for op in ops},
@@ -154,12 +155,15 @@ def timeline_svg(r: RunResult, width: int = 1600) -> str:
     )
     row_of = {c: i for i, c in enumerate(clients)}
     t0 = r.started
-    end = max([r.ended] + [op.ret for op in ops if op.ret is not None] + [t0 + 1e-3])
+    gave_up = {i: m["gave_up"] for i, m in r.meta.items() if "gave_up" in m}
+    end = max([r.ended, t0 + 1e-3, *gave_up.values()] + [op.ret or op.call for op in ops])
     for e in r.events:
         end = max(end, e.end or e.start)
-    left, top, row_h, legend_h = 90, 40, 16, 40
+    left, strip_y, strip_h, row_h = 90, 26, 16, 16
+    top = strip_y + strip_h + 6
     plot_w = width - left - 20
-    height = top + row_h * len(clients) + legend_h + 30
+    plot_h = row_h * len(clients)
+    height = top + plot_h + 60
     scale = plot_w / (end - t0)
 
     def x(t: float) -> float:
@@ -170,19 +174,24 @@ def timeline_svg(r: RunResult, width: int = 1600) -> str:
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<text x="{left}" y="16" font-size="13">{escape(_title(r))}</text>',
+        f'<text x="{left - 6}" y="{strip_y + strip_h - 4}" text-anchor="end">nemesis</text>',
     ]
-    plot_h = row_h * len(clients)
+    shades = []
     for e in r.events:
-        kind = e.name.split(":")[0].split("+")[0]
-        colour = FAULT_COLOURS.get(kind, "#7f7f7f")
-        x0, x1 = x(e.start), x(e.end if e.end is not None else end)
+        colour = FAULT_COLOURS.get(e.name.split(":")[0].split("+")[0], "#7f7f7f")
+        x0 = x(e.start)
+        w = max(x(e.end if e.end is not None else end) - x0, 2.0)
+        tip = escape(f"{e.description} [{e.start - t0:.2f}, {(e.end or end) - t0:.2f}]")
+        label = escape(e.description[: max(0, int(w / 5.5))])
         parts.append(
-            f'<rect x="{x0:.1f}" y="{top}" width="{max(x1 - x0, 2):.1f}" height="{plot_h}" '
-            f'fill="{colour}" fill-opacity="0.12"><title>{escape(e.description)}</title></rect>'
+            f'<rect x="{x0:.1f}" y="{strip_y}" width="{w:.1f}" height="{strip_h}" '
+            f'fill="{colour}" fill-opacity="0.8"><title>{tip}</title></rect>'
+            f'<text x="{x0 + 2:.1f}" y="{strip_y + strip_h - 4}" fill="white" font-size="9">'
+            f"{label}</text>"
         )
-        parts.append(
-            f'<text x="{x0 + 2:.1f}" y="{top - 4}" fill="{colour}" font-size="9">'
-            f"{escape(e.description[:40])}</text>"
+        shades.append(
+            f'<rect x="{x0:.1f}" y="{top}" width="{w:.1f}" height="{plot_h}" fill="{colour}" '
+            f'fill-opacity="0.10" pointer-events="none"/>'
         )
     for c, i in row_of.items():
         y = top + i * row_h
@@ -194,22 +203,24 @@ def timeline_svg(r: RunResult, width: int = 1600) -> str:
         parts.append(f'<text x="{left - 6}" y="{y + row_h - 4}" text-anchor="end">{c}</text>')
     bad = set(r.bad_keys)
     timeout = r.config.timeout
-    for op in ops:
+    for i, op in enumerate(ops):
         y = top + row_of[op.client_id] * row_h
-        ret = op.ret if op.ret is not None else min(op.call + timeout, end)
+        ret = op.ret if op.ret is not None else gave_up.get(i, min(op.call + timeout, end))
         x0, w = x(op.call), max((ret - op.call) * scale, 1.0)
         is_read = op.kind == "read"
         h = row_h - 8 if is_read else row_h - 3
         yy = y + (row_h - h) / 2
         outline = ' stroke="black" stroke-width="1"' if op.input and op.input[0] in bad else ""
-        fill = COLOURS[op.status]
         tip = f"{op.kind} {op.input} -> {op.output if op.status == 'ok' else op.status}"
         tip += f" [{op.call - t0:.3f}, {'?' if op.ret is None else f'{op.ret - t0:.3f}'}]"
+        node = r.meta.get(i, {}).get("node")
+        tip += f" {node}" if node else ""
         parts.append(
-            f'<rect x="{x0:.1f}" y="{yy:.1f}" width="{w:.1f}" height="{h}" fill="{fill}"'
-            f' fill-opacity="{0.55 if is_read else 0.9}"{outline}>'
+            f'<rect x="{x0:.1f}" y="{yy:.1f}" width="{w:.1f}" height="{h}" '
+            f'fill="{COLOURS[op.status]}" fill-opacity="{0.55 if is_read else 0.9}"{outline}>'
             f"<title>{escape(tip)}</title></rect>"
         )
+    parts.extend(shades)
     axis_y = top + plot_h
     parts.append(
         f'<line x1="{left}" y1="{axis_y}" x2="{left + plot_w}" y2="{axis_y}" stroke="#333"/>'
@@ -224,17 +235,20 @@ def timeline_svg(r: RunResult, width: int = 1600) -> str:
             f'<text x="{xt:.1f}" y="{axis_y + 15}" text-anchor="middle">{t:g}s</text>'
         )
         t += step
-    ly = axis_y + 30
+    ly = axis_y + 40
     lx = left
-    legend = [(COLOURS[s], f"{s}") for s in ("ok", "fail", "info")]
-    legend += [(c, f"{k} (shaded)") for k, c in FAULT_COLOURS.items()]
+    legend = [(COLOURS[s], s) for s in ("ok", "fail", "info")]
+    legend += [(c, k) for k, c in FAULT_COLOURS.items()]
     for colour, text in legend:
         parts.append(
             f'<rect x="{lx}" y="{ly - 9}" width="12" height="10" fill="{colour}"/>'
             f'<text x="{lx + 16}" y="{ly}">{escape(text)}</text>'
         )
-        lx += 110
-    parts.append(f'<text x="{lx}" y="{ly}">thin bars: reads; outlined: key not linearizable</text>')
+        lx += 80
+    parts.append(
+        f'<text x="{lx}" y="{ly}">thin bars: reads; info bars end where the client gave up; '
+        "outlined: key not linearizable; fault times shaded</text>"
+    )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

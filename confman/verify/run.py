@@ -1,7 +1,8 @@
 """One verify run: cluster, workload, nemesis, final heal and settle, checks, report.
 
 `run_verify(RunConfig(...))` starts a fresh `ProcessCluster` (or, with ``targets``, uses an
-existing cluster: then no nemesis and nothing destructive), runs the workload for
+existing cluster: then no nemesis and nothing destructive: the run works in namespaces of its
+own, ``vf<seed>x<n>-<slot>-<generation>``, and deletes them at the end), runs the workload for
 ``duration`` seconds while the nemesis injects its seeded faults, heals everything, waits
 until every node has applied the same index, reads every key linearizably from every node,
 collects every node's state and checks:
@@ -401,32 +402,30 @@ def _statuses(http: httpx.Client, urls: Sequence[str]) -> dict[str, dict[str, An
 
 
 def settle(http: httpx.Client, urls: Sequence[str], timeout: float) -> tuple[int | None, str]:
-    """Wait until every node is ready under one leader with the same applied index (seen
-    twice in a row); (that index, "") or (None, what was seen last)."""
+    """Wait until every node is ready under one leader and has applied the highest commit
+    index seen one poll earlier (so writes of other clients cannot keep it waiting);
+    (that index, "") or (None, what was seen last)."""
     deadline = time.monotonic() + timeout
-    last = ""
-    stable = None
+    target: int | None = None
     while True:
         sts = _statuses(http, urls)
         cl = {u: ((s or {}).get("cluster") or {}) for u, s in sts.items()}
         leaders = {c.get("leader") for c in cl.values()}
-        applied = {c.get("appliedIndex") for c in cl.values()}
-        commits = {c.get("commitIndex") for c in cl.values()}
         ready = all(s is not None and s.get("status") == "ready" for s in sts.values())
-        if ready and len(leaders) == 1 and len(applied) == 1 and applied == commits:
-            index = applied.pop()
-            if stable == index:
-                return index, ""
-            stable = index
+        if ready and len(leaders) == 1:
+            applied = min(int(c.get("appliedIndex") or 0) for c in cl.values())
+            if target is not None and applied >= target:
+                return target, ""
+            target = max(int(c.get("commitIndex") or 0) for c in cl.values())
         else:
-            stable = None
-        last = "; ".join(
-            f"{u} {(s or {}).get('status', 'no answer')} role={c.get('role')} "
-            f"term={c.get('term')} commit={c.get('commitIndex')} applied={c.get('appliedIndex')}"
-            for (u, s), c in zip(sts.items(), cl.values(), strict=True)
-        )
+            target = None
         if time.monotonic() >= deadline:
-            return None, last
+            return None, "; ".join(
+                f"{u} {(s or {}).get('status', 'no answer')} role={c.get('role')} "
+                f"term={c.get('term')} leader={c.get('leader')} commit={c.get('commitIndex')} "
+                f"applied={c.get('appliedIndex')}"
+                for (u, s), c in zip(sts.items(), cl.values(), strict=True)
+            )
         time.sleep(0.1)
 
 
@@ -451,6 +450,25 @@ def collect_state(
         return {"namespaces": mine, "configs": configs, "audits": audits, "error": None}
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         return {"namespaces": [], "configs": [], "audits": {}, "error": f"{exc!r}"[:300]}
+
+
+def cleanup(
+    http: httpx.Client, urls: Sequence[str], api_key: str, namespaces: Sequence[str]
+) -> None:
+    """Delete the run's namespaces from an existing cluster (best effort, via any node)."""
+    for ns in namespaces:
+        for url in urls:
+            try:
+                r = http.delete(
+                    f"{url}api/v1/namespaces/{ns}",
+                    headers={"X-Api-Key": api_key},
+                    follow_redirects=True,
+                    timeout=5.0,
+                )
+            except httpx.HTTPError:
+                continue
+            if r.status_code in (204, 404):
+                break
 
 
 # ---------------------------------------------------------------------------------- run
@@ -564,6 +582,8 @@ def _run(
             )
         )
         states = {u: collect_state(http, u, api_key, index, prefix) for u in urls}
+        if cfg.targets:
+            cleanup(http, urls, api_key, workload.namespaces())
     finally:
         http.close()
     history = workload.recorder.history()

@@ -302,7 +302,8 @@ class Workload:
         self.stats = WorkloadStats()
         self.slots = [Slot(i) for i in range(config.keys)]
         self.meta: dict[int, dict[str, Any]] = {}
-        """Operation handle -> extra facts (node that answered, HTTP status, title)."""
+        """Operation handle -> extra facts (node that answered, HTTP status, problem title or
+    error, and for indeterminate operations ``gave_up``: when the client stopped waiting)."""
         self.written: set[str] = set()
         """Every value any client tried to write."""
         self._stop = threading.Event()
@@ -394,6 +395,8 @@ class Workload:
             "http": reply.status,
             "title": reply.title or reply.error,
         }
+        if status == "info":  # when the client gave up (the history says only "unknown")
+            self.meta[handle]["gave_up"] = time.monotonic()
 
     # -------------------------------------------------------------- operations
     async def read(self, client: int | str, base: str, ns: str, level: str) -> tuple[Status, Any]:
@@ -456,7 +459,7 @@ class Workload:
             {"description": "confman verify workload"},
         )
         ok = reply.status in (200, 201)
-        status: Status = "ok" if ok else ("fail" if reply.status in (400, 401, 403) else "info")
+        status: Status = "ok" if ok else write_outcome("write", reply)[0]
         self._record(handle, "create_namespace", status, None, reply, "create_namespace")
         return ok
 

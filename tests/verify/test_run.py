@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from confman.verify.cluster import ProcessCluster
 from confman.verify.command import verify
 from confman.verify.history import Operation, read_jsonl
 from confman.verify.nemesis import schedule
@@ -185,6 +186,36 @@ def test_stale_linearizable_reads_are_reported(tmp_path: Path) -> None:
     assert doc["config"]["bugs"] == "node:stale_linearizable"
     assert "isolate leader" in (out / "nemesis.jsonl").read_text()
     assert 'stroke="black"' in (out / "timeline.svg").read_text(), "violating key outlined"
+
+
+@pytest.mark.timeout(120)
+def test_an_existing_cluster_is_checked_without_nemesis_and_left_clean(tmp_path: Path) -> None:
+    with ProcessCluster(3, tmp_path / "cluster") as c:
+        c.start_all()
+        c.wait_leader(timeout=30)
+        c.wait_ready(timeout=30)
+        lines: list[str] = []
+        result = run_verify(
+            RunConfig(
+                duration=4,
+                nemesis="kill,pause,partition",
+                targets=[c.url(n) for n in c.ids],
+                api_key=c.keys["admin"],
+                clients=4,
+                keys=3,
+                out=tmp_path / "report",
+                log=lines.append,
+            )
+        )
+        assert result.exit_code == 0, result.summary
+        assert "no nemesis against an existing cluster" in " ".join(lines)
+        assert result.events == [] and result.faults == []
+        assert all(n.running and n.starts == 1 for n in c.nodes.values())
+        assert not (tmp_path / "report" / "logs").exists()
+        prefixes = {ns.rsplit("-", 2)[0] for ns in result.states[c.url("node1")]["audits"]}
+        assert len(prefixes) == 1 and prefixes != {"vf"}, "a prefix of its own"
+        left = c.request("node1", "GET", "api/v1/namespaces").json()
+        assert left == [], "the run's namespaces are deleted"
 
 
 @pytest.mark.slow
