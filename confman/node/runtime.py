@@ -63,6 +63,8 @@ log = logging.getLogger("confman.node")
 
 #: Messages a leader may send before its own copy of the entries is durable (thesis §10.2.1).
 _EARLY = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
+#: Committed batches that may wait for the apply thread before the Ready loop waits too.
+APPLY_QUEUE_BATCHES = 64
 #: Entries kept in memory below a snapshot so slightly slow followers need no snapshot.
 CATCH_UP_ENTRIES = 5_000
 
@@ -141,6 +143,10 @@ class Runtime:
         self._seq = itertools.count()
         self._read_ctx = itertools.count(1)
         self._tasks: list[asyncio.Task[Any]] = []
+        #: Committed work for the apply worker, in log order: entry batches and snapshots.
+        self._apply_q: asyncio.Queue[tuple[list[Entry], dict[int, ConfState]] | Snapshot] = (
+            asyncio.Queue(maxsize=APPLY_QUEUE_BATCHES)
+        )
         self._stopping = False
         self._snapshotting = False
         self._last_snap_index = 0
@@ -185,6 +191,7 @@ class Runtime:
         self._tasks = [
             asyncio.create_task(self._run(), name=f"{self.id}-ready"),
             asyncio.create_task(self._ticker(), name=f"{self.id}-tick"),
+            asyncio.create_task(self._apply_worker(), name=f"{self.id}-apply"),
         ]
         log.info(
             "node %s started: term %d, commit %d, applied %d, members %s",
@@ -553,7 +560,15 @@ class Runtime:
             if early:
                 self.transport.send(early)
         if rd.snapshot is not None:
-            await self._install_snapshot(rd.snapshot)
+            await loop.run_in_executor(
+                self._wal_exec,
+                self.wal.save_snapshot_marker,
+                rd.snapshot.meta.index,
+                rd.snapshot.meta.term,
+            )
+            self.storage.apply_snapshot(rd.snapshot)
+            self._last_snap_index = rd.snapshot.meta.index
+            await self._apply_q.put(rd.snapshot)
         hs = rd.hard_state
         if hs is not None:
             self.storage.set_hard_state(hs)
@@ -574,13 +589,14 @@ class Runtime:
         if late:
             self.transport.send(late)
         if rd.committed_entries:
-            await self._apply(rd.committed_entries)
+            await self._apply_q.put(
+                (rd.committed_entries, self._conf_changes(rd.committed_entries))
+            )
         for rs in rd.read_states:
             for f in self._read_waiters.pop(rs.context, []):
                 _set_result(f, rs.index)
         self.core.advance(rd)
         self._update_gauges()
-        self._maybe_snapshot()
 
     def _on_soft_state(self, leader: str | None, role: Role) -> None:
         if leader != self._leader:
@@ -607,7 +623,8 @@ class Runtime:
                 self.metrics.role.labels(role=r).set(0)
             self.metrics.role.labels(role=ROLE_NAMES[role]).set(1)
 
-    async def _apply(self, entries: list[Entry]) -> None:
+    def _conf_changes(self, entries: list[Entry]) -> dict[int, ConfState]:
+        """Apply membership changes to the core, in log order, as they are handed out."""
         conf_states: dict[int, ConfState] = {}
         for e in entries:
             if e.type == EntryType.CONF_CHANGE:
@@ -619,6 +636,24 @@ class Runtime:
                     continue
                 conf_states[e.index] = self.core.apply_conf_change(cc)
                 self._on_conf_change(cc.node_id, cc.context)
+        return conf_states
+
+    async def _apply_worker(self) -> None:
+        """Apply committed batches and snapshots in order, off the Ready loop."""
+        while True:
+            item = await self._apply_q.get()
+            try:
+                if isinstance(item, Snapshot):
+                    await self._install_snapshot(item)
+                else:
+                    await self._apply(*item)
+            except Exception:
+                log.critical("node %s: applying failed; stopping", self.id, exc_info=True)
+                self._fail_all(NodeStopped("node failed"))
+                self.fatal(70)
+                return
+
+    async def _apply(self, entries: list[Entry], conf_states: dict[int, ConfState]) -> None:
         t0 = time.perf_counter()
         results = await asyncio.get_running_loop().run_in_executor(
             self._apply_exec, self.sm.apply, entries, conf_states
@@ -638,6 +673,8 @@ class Runtime:
                 self.metrics.proposal_failures.labels(reason="dropped").inc()
                 _set_exc(p.future, ProposalDropped("the entry was replaced by a new leader"))
         self._wake_applied_waiters()
+        self.metrics.applied_index.set(self.applied_index)
+        self._maybe_snapshot()
         for cb in self.on_applied:
             try:
                 cb(entries, results)
@@ -664,7 +701,7 @@ class Runtime:
         self.transport.update_peers(peers)
 
     async def _install_snapshot(self, snap: Snapshot) -> None:
-        """Replace the state with a snapshot received from the leader."""
+        """Replace the state with a snapshot received from the leader (apply worker)."""
         loop = asyncio.get_running_loop()
         path = self.snapshots.dir / _snapshot_name(snap.data)
         if self.reader is not None:
@@ -674,12 +711,7 @@ class Runtime:
             await loop.run_in_executor(self._apply_exec, self.sm.restore, path)
         finally:
             self.reader = Reader(self.db_path)
-        await loop.run_in_executor(
-            self._wal_exec, self.wal.save_snapshot_marker, snap.meta.index, snap.meta.term
-        )
-        self.storage.apply_snapshot(snap)
         self.applied_index = snap.meta.index
-        self._last_snap_index = snap.meta.index
         self.metrics.snapshots_installed.inc()
         # Our own proposals below the snapshot may or may not have been committed.
         for idx in [i for i in self._waiting if i <= snap.meta.index]:
@@ -730,7 +762,6 @@ class Runtime:
         core = self.core
         m.term.set(core.term)
         m.commit_index.set(core.commit_index)
-        m.applied_index.set(self.applied_index)
         m.last_index.set(core.log.last_index())
         if core.role == Role.LEADER:
             last = core.log.last_index()
