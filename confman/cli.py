@@ -214,5 +214,13 @@ def keys_new() -> None:
     click.echo(f"key:        {key}\nkey_sha256: {hash_key(key)}")
 
 
+def _register_verify() -> None:
+    from confman.verify.command import verify
+
+    main.add_command(verify)
+
+
+_register_verify()
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))
