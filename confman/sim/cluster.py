@@ -35,10 +35,11 @@ from confman.raft.types import (
     RaftError,
     Ready,
     Role,
+    Snapshot,
 )
 from confman.sim.checks import Checker, Violation, chain_digest
 from confman.sim.liveness import LEADER_BOUND_TIMEOUTS, Liveness
-from confman.sim.model import SM_SNAPSHOT, RunResult, RunStats, SimNode, describe
+from confman.sim.model import SM_SNAPSHOT, Handout, RunResult, RunStats, SimNode, describe
 from confman.sim.network import NetFaults, Network
 from confman.sim.scenarios import Profile
 
@@ -79,6 +80,9 @@ class Cluster:
         #: SQLite does (restart at its applied index); the others rebuild it from the
         #: snapshot, replaying the log.
         self.durable_apply = seed & 2 == 2
+        #: Seeds with bit 2 set apply asynchronously, as the runtime's apply worker does:
+        #: ``advance`` first, the state machine up to ``apply_lag`` ticks later.
+        self.apply_lag = 3 if seed & 4 else 0
         self.nodes: dict[NodeId, SimNode] = {}
         self.min_voters = max(2, n - 1)
         self.election_min, self.election_max = profile.election
@@ -134,6 +138,8 @@ class Cluster:
                         sn.queued_lease = self.checker.read_floor()
                     continue
                 self._resume(sn)
+            if sn.apply_q and sn.apply_q[0][0] <= now:
+                self._drain_applies(sn)
             if sn.pending is not None and sn.pending[1] <= now:
                 self._land_write(sn)
             if sn.restart_at == now:
@@ -220,6 +226,8 @@ class Cluster:
             sn.conf = snap.meta.conf_state
             sn.storage.conf_state = None
         sn.booted = True
+        sn.handed = sn.applied
+        sn.apply_q.clear()
         sn.pending = None
         sn.reads = {}
         sn.restart_at = -1
@@ -361,14 +369,67 @@ class Cluster:
         return False
 
     def _finish(self, sn: SimNode, rd: Ready) -> None:
-        """Apply what ``rd`` committed, serve its reads, advance, maybe compact."""
+        """Hand out what ``rd`` committed, serve its reads, advance.
+
+        Membership changes reach the core as they are handed out; the state machine applies
+        them now, or later from its queue when the run applies asynchronously.
+        """
         raw = sn.raw
         assert raw is not None
         chk = self.checker
-        nid = sn.id
+        items: list[Handout] = []
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
-            index, digest = SM_SNAPSHOT.unpack(rd.snapshot.data)
+            if meta.index <= sn.handed:
+                raise Violation(
+                    "apply-order",
+                    f"snapshot at {meta.index} after entries up to {sn.handed} were handed out",
+                    (sn.id,),
+                    meta.term,
+                    meta.index,
+                )
+            sn.handed = meta.index
+            items.append(rd.snapshot)
+        if rd.committed_entries:
+            confs = {
+                e.index: self._apply_conf(sn, raw, decode_conf_change(e.data), e.index)
+                for e in rd.committed_entries
+                if e.type == EntryType.CONF_CHANGE
+            }
+            sn.handed = rd.committed_entries[-1].index
+            items.append((rd.committed_entries, confs))
+        for rs in rd.read_states:
+            floor = sn.reads.pop(rs.context, None)
+            if floor is not None:
+                chk.read_result(sn.id, "ReadIndex", rs.index, floor, raw.term)
+                self.stats.reads_checked += 1
+        raw.advance(rd)
+        if not items:
+            return
+        if self.apply_lag:
+            due = self.now + self.rng.randint(0, self.apply_lag)
+            if sn.apply_q:
+                due = max(due, sn.apply_q[-1][0])
+            sn.apply_q.extend((due, it) for it in items)
+            return
+        for it in items:
+            self._apply(sn, it)
+        self._maybe_compact(sn)
+
+    def _drain_applies(self, sn: SimNode) -> None:
+        """The state machine applies the handed-out batches that are due."""
+        q = sn.apply_q
+        while q and q[0][0] <= self.now:
+            self._apply(sn, q.popleft()[1])
+        self._maybe_compact(sn)
+
+    def _apply(self, sn: SimNode, item: Handout) -> None:
+        """Apply a snapshot or a batch of entries to ``sn``'s state machine."""
+        chk = self.checker
+        nid = sn.id
+        if isinstance(item, Snapshot):
+            meta = item.meta
+            index, digest = SM_SNAPSHOT.unpack(item.data)
             if index != meta.index:
                 raise Violation(
                     "snapshot-integrity",
@@ -388,18 +449,17 @@ class Cluster:
             chk.restored(nid, meta.index, meta.term, digest)
             sn.applied, sn.digest, sn.conf = meta.index, digest, meta.conf_state
             self.ev(f"{nid} installed snapshot at {meta.index} term {meta.term}")
-        for e in rd.committed_entries:
+            return
+        entries, confs = item
+        for e in entries:
             digest = chain_digest(sn.digest, e)
             chk.applied(nid, e, sn.applied, digest)
             sn.applied, sn.digest = e.index, digest
-            if e.type == EntryType.CONF_CHANGE:
-                self._apply_conf(sn, raw, decode_conf_change(e.data), e.index)
-        for rs in rd.read_states:
-            floor = sn.reads.pop(rs.context, None)
-            if floor is not None:
-                chk.read_result(nid, "ReadIndex", rs.index, floor, raw.term)
-                self.stats.reads_checked += 1
-        raw.advance(rd)
+            if confs:
+                sn.conf = confs.get(e.index, sn.conf)
+
+    def _maybe_compact(self, sn: SimNode) -> None:
+        """Snapshot the state machine and compact the log every ``snapshot_every`` entries."""
         every = self.p.snapshot_every
         st = sn.storage
         if (
@@ -412,18 +472,19 @@ class Cluster:
             if upto >= st.first_index():
                 st.compact(upto)
 
-    def _apply_conf(self, sn: SimNode, raw: RawNode, cc: ConfChange, index: int) -> None:
-        sn.conf = raw.apply_conf_change(cc)
+    def _apply_conf(self, sn: SimNode, raw: RawNode, cc: ConfChange, index: int) -> ConfState:
+        conf = raw.apply_conf_change(cc)
         if raw.role == Role.LEADER:
             self.stats.conf_changes += 1
             self.ev(
                 f"{sn.id} applied conf change {cc.type.name} {cc.node_id} at {index}: "
-                f"voters {','.join(sn.conf.voters)} learners {','.join(sn.conf.learners) or '-'}"
+                f"voters {','.join(conf.voters)} learners {','.join(conf.learners) or '-'}"
             )
             if cc.type == ConfChangeType.REMOVE:
                 gone = self.nodes.get(cc.node_id)
                 if gone is not None and gone.retire_at < 0:
                     gone.retire_at = self.now + self.rng.randint(1, 30)
+        return conf
 
     # ------------------------------------------------------------------ network
     def _deliver(self) -> None:

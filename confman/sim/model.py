@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from confman.raft.node import RawNode
 from confman.raft.storage import MemoryStorage
-from confman.raft.types import ConfState, Message, NodeId, Ready
+from confman.raft.types import ConfState, Entry, Message, NodeId, Ready, Snapshot
 from confman.sim.checks import Violation
 
 #: The simulated state machine's snapshot data: (applied index, state digest).
 SM_SNAPSHOT = struct.Struct("<qq")
+
+#: What the state machine is handed: a snapshot, or entries with the membership after each
+#: membership change among them.
+Handout: TypeAlias = Snapshot | tuple[list[Entry], dict[int, ConfState]]
 
 
 @dataclass(slots=True)
@@ -40,6 +46,9 @@ class SimNode:
     retired: bool = False
     pending: tuple[Ready, int] | None = None  # a leader's Ready whose disk write is due
     reads: dict[bytes, int] = field(default_factory=dict)  # ReadIndex ctx -> floor
+    handed: int = 0  # last index handed to the state machine (its queue included)
+    #: Batches handed out but not yet applied (asynchronous apply): (due tick, item).
+    apply_q: deque[tuple[int, Handout]] = field(default_factory=deque)
 
     @property
     def up(self) -> bool:
