@@ -27,6 +27,7 @@ from confman.raft.types import (
     ConfChangeType,
     ConfState,
     EntryType,
+    HardState,
     Message,
     MessageType,
     NodeId,
@@ -83,6 +84,9 @@ class Cluster:
         #: Seeds with bit 2 set apply asynchronously, as the runtime's apply worker does:
         #: ``advance`` first, the state machine up to ``apply_lag`` ticks later.
         self.apply_lag = 3 if seed & 4 else 0
+        #: Seeds with bit 3 set write the hard state only with entries or a new term or
+        #: vote, as the runtime does; a restart recovers commit from applied and snapshot.
+        self.lazy_commit = seed & 8 == 8
         self.nodes: dict[NodeId, SimNode] = {}
         self.min_voters = max(2, n - 1)
         self.election_min, self.election_max = profile.election
@@ -226,6 +230,12 @@ class Cluster:
             sn.conf = snap.meta.conf_state
             sn.storage.conf_state = None
         sn.booted = True
+        st = sn.storage
+        hs = st.hard_state
+        floor = max(sn.applied, st.snapshot().meta.index)
+        if hs.commit < floor:
+            # Recovery, as the runtime does it: what was applied or snapshotted was committed.
+            st.set_hard_state(HardState(hs.term, hs.vote, floor))
         sn.handed = sn.applied
         sn.apply_q.clear()
         sn.pending = None
@@ -341,9 +351,13 @@ class Cluster:
             chk.before_append(sn.id, st, rd.entries, max(st.hard_state.commit, sn.applied))
             st.append(rd.entries)
             chk.logged(sn.id, st, rd.entries)
-        if rd.hard_state is not None:
-            chk.hard_state(sn.id, rd.hard_state)
-            st.set_hard_state(rd.hard_state)
+        hs = rd.hard_state
+        if hs is not None:
+            old = st.hard_state
+            if self.lazy_commit and not rd.entries and (hs.term, hs.vote) == (old.term, old.vote):
+                return  # a change of commit alone is not written (recovered at restart)
+            chk.hard_state(sn.id, hs)
+            st.set_hard_state(hs)
 
     def _send(self, sn: SimNode, msgs: list[Message], durable: bool) -> bool:
         """Send ``msgs``; True if the node crashed right after sending a vote."""
