@@ -7,6 +7,13 @@ Every node's ``Ready`` is handled right after the event that produced it, and ev
 it carries is judged by ``Checker``. A seed fixes every choice, so a failing run replays
 exactly (``python -m confman.sim --seed N --trace``).
 
+Four bits of the seed choose how each node's runtime behaves, so every sweep covers all
+16 combinations: bit 0 bootstraps membership through the log (as the runtime does) instead
+of the storage's ConfState; bit 1 keeps the state machine across crashes (restart at its
+applied index) instead of rebuilding it from the snapshot; bit 2 applies asynchronously
+(``advance`` first, the state machine up to 3 ticks later); bit 3 writes commit-only hard
+states lazily and recovers commit at restart.
+
 The run has two phases. During ``profile.fault_ticks`` the profile's faults happen; then
 faults stop and ``Liveness`` (module ``liveness``) requires the cluster to elect, commit and
 converge within bounds derived from the election timeout.
