@@ -7,12 +7,12 @@ Every node's ``Ready`` is handled right after the event that produced it, and ev
 it carries is judged by ``Checker``. A seed fixes every choice, so a failing run replays
 exactly (``python -m confman.sim --seed N --trace``).
 
-Four bits of the seed choose how each node's runtime behaves, so every sweep covers all
-16 combinations: bit 0 bootstraps membership through the log (as the runtime does) instead
-of the storage's ConfState; bit 1 keeps the state machine across crashes (restart at its
-applied index) instead of rebuilding it from the snapshot; bit 2 applies asynchronously
-(``advance`` first, the state machine up to 3 ticks later); bit 3 writes commit-only hard
-states lazily and recovers commit at restart.
+The seed also flips four coins that choose how each node's runtime behaves (the trace's
+first event names them): membership bootstrapped through the log (as the runtime does) or
+the storage's ConfState; a state machine kept across crashes (restart at its applied index)
+or rebuilt from the snapshot; synchronous or asynchronous apply (``advance`` first, the
+state machine up to 3 ticks later); the hard state written with every commit change, or
+lazily (commit recovered at restart), as the runtime does.
 
 The run has two phases. During ``profile.fault_ticks`` the profile's faults happen; then
 faults stop and ``Liveness`` (module ``liveness``) requires the cluster to elect, commit and
@@ -81,19 +81,32 @@ class Cluster:
         self.initial = tuple(f"n{i}" for i in range(1, n + 1))
         self.universe = tuple(f"n{i}" for i in range(1, n + SPARES + 1))
         self.bootstrap = ConfState(voters=self.initial)
-        #: Odd seeds bootstrap the way the runtime does (membership as the first log
-        #: entries, ``bootstrap_entries``); even seeds through the storage's ConfState.
-        self.log_bootstrap = seed % 2 == 1
-        #: Seeds with bit 1 set keep the state machine across crashes, as the runtime's
-        #: SQLite does (restart at its applied index); the others rebuild it from the
-        #: snapshot, replaying the log.
-        self.durable_apply = seed & 2 == 2
-        #: Seeds with bit 2 set apply asynchronously, as the runtime's apply worker does:
-        #: ``advance`` first, the state machine up to ``apply_lag`` ticks later.
-        self.apply_lag = 3 if seed & 4 else 0
-        #: Seeds with bit 3 set write the hard state only with entries or a new term or
-        #: vote, as the runtime does; a restart recovers commit from applied and snapshot.
-        self.lazy_commit = seed & 8 == 8
+        # Runtime behaviours, four fair coins of their own (independent of the profile
+        # rotation, which also depends on the seed):
+        modes = random.Random(f"runtime-modes-{seed}").getrandbits(4)
+        #: Bootstrap as the runtime does (membership as the first log entries,
+        #: ``bootstrap_entries``), else through the storage's ConfState.
+        self.log_bootstrap = modes & 1 == 1
+        #: Keep the state machine across crashes, as the runtime's SQLite does (restart at
+        #: its applied index); else rebuild it from the snapshot, replaying the log.
+        self.durable_apply = modes & 2 == 2
+        #: Apply asynchronously, as the runtime's apply worker does: ``advance`` first, the
+        #: state machine up to ``apply_lag`` ticks later.
+        self.apply_lag = 3 if modes & 4 else 0
+        #: Write the hard state only with entries or a new term or vote, as the runtime
+        #: does; a restart recovers commit from the applied index and the snapshot.
+        self.lazy_commit = modes & 8 == 8
+        self.ev(
+            "runtime: "
+            + ", ".join(
+                [
+                    "log bootstrap" if self.log_bootstrap else "ConfState bootstrap",
+                    "durable state machine" if self.durable_apply else "volatile state machine",
+                    "async apply" if self.apply_lag else "sync apply",
+                    "lazy commit" if self.lazy_commit else "commit written",
+                ]
+            )
+        )
         self.nodes: dict[NodeId, SimNode] = {}
         self.min_voters = max(2, n - 1)
         self.election_min, self.election_max = profile.election
