@@ -46,13 +46,15 @@ async def prepare_read(request: web.Request, ctx: ApiContext) -> Reader:
     rt = ctx.rt
     try:
         if level == "lease":
-            if rt.role != "leader":
-                raise leader_elsewhere(request, rt.leader_id, rt.leader_url)
+            # First the lease: it runs the clock, so a leader that was paused or cut off
+            # learns here that its lease ran out (and may step down) before it answers.
             index = rt.lease_read_index()
-            if index is None:  # no valid lease (yet): confirm leadership with a round trip
-                await rt.read_index(ctx.read_wait_s)
-            else:
+            if index is not None:
                 await rt.wait_applied(index, ctx.read_wait_s)
+            elif rt.role != "leader":
+                raise leader_elsewhere(request, rt.leader_id, rt.leader_url)
+            else:  # a leader without a valid lease (just elected, or acks late): confirm
+                await rt.read_index(ctx.read_wait_s)
         elif level == "linearizable":
             await rt.read_index(ctx.read_wait_s)
         if min_index is not None:

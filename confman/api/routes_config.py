@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from aiohttp import web
 
 from confman.api.access import caller, namespace
@@ -29,8 +27,6 @@ from confman.node.state.machine import ApplyResult, ApplyStatus
 ENTRIES = "/api/v1/namespaces/{ns:[^/]+}/config"
 ENTRY = "/api/v1/namespaces/{ns:[^/]+}/config/{key:[^/]+}"
 ALL_ENTRIES = "/api/v1/configs"
-#: Attempts of a write with ``If-Match: *`` that races other writers of the same key.
-_ANY_VERSION_ATTEMPTS = 3
 _TYPE_MAX = 64
 
 
@@ -94,13 +90,6 @@ def _if_match(request: web.Request) -> tuple[int | None, bool]:
     return tags[0][1], False
 
 
-def _local_version(ctx: ApiContext, ns: str, key: str) -> int:
-    """The version this node has applied (0 when absent): a first guess for If-Match: *."""
-    reader = ctx.rt.reader
-    item = reader.get_entry(ns, key) if reader is not None else None
-    return 0 if item is None else int(item["version"])
-
-
 async def _propose_versioned(
     request: web.Request,
     ctx: ApiContext,
@@ -110,27 +99,12 @@ async def _propose_versioned(
     ns: str,
     key: str,
 ) -> ApplyResult:
-    """Propose, resolving ``If-Match: *`` to a version (retrying when another writer won)."""
+    """Propose with the precondition of If-Match (a version, or ``*``: must exist)."""
     expected, any_version = _if_match(request)
-    idem = idempotency_key(request)
-    if not any_version:
-        command: Command = make(namespace=ns, key=key, expected_version=expected, **fields)
-        return await propose(request, ctx, principal, command, idem)
-    # Expected version 0 never matches: a wrong guess comes back as 412 carrying the
-    # current entry (then retry at its version) or none (the entry does not exist).
-    version = _local_version(ctx, ns, key)
-    attempts = 1 if idem is not None else _ANY_VERSION_ATTEMPTS
-    for _ in range(attempts):
-        command = make(namespace=ns, key=key, expected_version=version, **fields)
-        result = await propose(request, ctx, principal, command, idem)
-        if result.status != ApplyStatus.PRECONDITION_FAILED or result.value is None:
-            break
-        version = int(result.value["version"])
-        if fields.get("create_only"):
-            break
-    if result.status == ApplyStatus.PRECONDITION_FAILED and result.value is None:
-        result = replace(result, detail="Configuration does not exist (If-Match: *)")
-    return result
+    command: Command = make(
+        namespace=ns, key=key, expected_version=expected, must_exist=any_version, **fields
+    )
+    return await propose(request, ctx, principal, command, idempotency_key(request))
 
 
 async def put_entry(request: web.Request) -> web.Response:

@@ -95,15 +95,15 @@ async def propose(
         ) from None
     except NodeStopped:
         raise node_stopping() from None
+    if result.status == ApplyStatus.KEY_REUSED:
+        raise Problem(
+            422,
+            "Idempotency key reused",
+            result.detail,
+            slug="idempotency-key-reused",
+            headers={"X-Confman-Index": str(result.index)},
+        )
     if result.status == ApplyStatus.REJECTED:
-        if idempotency_key is not None and "Idempotency key" in result.detail:
-            raise Problem(
-                422,
-                "Idempotency key reused",
-                result.detail,
-                slug="idempotency-key-reused",
-                headers={"X-Confman-Index": str(result.index)},
-            )
         log.error("entry %d rejected by the state machine: %s", result.index, result.detail)
         raise Problem(500, detail=f"The change was rejected: {result.detail}")
     return result

@@ -12,6 +12,7 @@ from confman.node.state.commands import (
     FORMAT_VERSION,
     Batch,
     CommandDecodeError,
+    CompactHistory,
     DeleteConfig,
     DeleteNamespace,
     PutConfig,
@@ -37,6 +38,9 @@ COMMANDS = [
     PutConfig("team", "empty", "", create_only=True),
     DeleteConfig("team", "db.url"),
     DeleteConfig("team", "db.url", expected_version=2),
+    PutConfig("team", "n", "4", must_exist=True),
+    DeleteConfig("team", "n", must_exist=True),
+    CompactHistory(120),
     Batch((PutConfig("team", "a", "1"), DeleteConfig("team", "b"), DeleteNamespace("x"))),
     Batch(()),
 ]
@@ -107,6 +111,9 @@ def _payload(*items: object) -> bytes:
         ),
         (_payload(1, "r", "a", TS, None, 0, [5, [[5, []]]]), "unknown command kind 5"),
         (_payload(1, "r", "a", TS, None, 0, [5, "x"]), "unknown command kind 5"),
+        (_payload(1, "r", "a", TS, None, 0, [4, "n", "k", None, 1]), "must_exist must be a bool"),
+        (_payload(1, "r", "a", TS, None, 0, [6, -1]), "through must be >= 0"),
+        (_payload(1, "r", "a", TS, None, 0, [5, [[6, 3]]]), "unknown command kind 6"),
     ],
 )
 def test_garbage_and_bad_fields_raise_command_decode_error(data: bytes, message: str) -> None:
@@ -136,6 +143,8 @@ def test_request_and_bare_command_are_not_confused() -> None:
         lambda: DeleteConfig("ns", "k", expected_version="3"),  # type: ignore[arg-type]
         lambda: PutNamespace("ns", description=3),  # type: ignore[arg-type]
         lambda: Batch((Batch(()),)),  # type: ignore[arg-type]
+        lambda: Batch((CompactHistory(3),)),  # type: ignore[arg-type]
+        lambda: CompactHistory("3"),  # type: ignore[arg-type]
         lambda: Request("not a command", "a", TS),  # type: ignore[arg-type]
         lambda: Request(PutNamespace("a"), "a", "2026-02-13T10:00:00Z"),
         lambda: Request(PutNamespace("a"), "a", "2026-02-13T10:00:00.123456+00:00"),
@@ -167,6 +176,10 @@ def test_format_1_layout_is_pinned() -> None:
         PutNamespace("p", "d", "o"): [1, "p", "d", "o"],
         DeleteNamespace("p"): [2, "p"],
         DeleteConfig("p", "k", None): [4, "p", "k", None],
+        # added later: trailing must_exist only when set, compaction as kind 6
+        PutConfig("p", "k", "v", must_exist=True): [3, "p", "k", "v", "string", None, False, True],
+        DeleteConfig("p", "k", 2, must_exist=True): [4, "p", "k", 2, True],
+        CompactHistory(9): [6, 9],
     }
     for command, layout in bare.items():
         assert encode_command(command) == msgpack.packb([1, "c", layout])

@@ -10,6 +10,7 @@ import pytest
 
 from confman.node.state.commands import (
     Batch,
+    CompactHistory,
     DeleteConfig,
     DeleteNamespace,
     PutConfig,
@@ -311,13 +312,14 @@ def test_failed_results_are_remembered_too(machine: StateMachine) -> None:
     assert results[2].duplicate_of == 1 and entry_rows(machine) == []
 
 
-def test_idempotency_key_reused_for_another_request_is_rejected(machine: StateMachine) -> None:
+def test_idempotency_key_reused_for_another_request_is_refused(machine: StateMachine) -> None:
     log = Log()
     log.add(PutNamespace("ns"), key="req")
     log.add(PutNamespace("other"), key="req")
     log.add(PutNamespace("ns"), key="req", actor="mallory")
     results = run(machine, log)
-    assert statuses(results) == ["created", "rejected", "rejected"]
+    assert statuses(results) == ["created", "key_reused", "key_reused"]
+    assert not results[1].ok
     assert results[1].detail == "Idempotency key was used for a different request"
     assert machine.conn.execute("SELECT path FROM namespaces").fetchall() == [("ns",)]
 
@@ -497,3 +499,58 @@ def test_digest_sees_every_table(machine: StateMachine) -> None:
         machine.conn.execute("ROLLBACK TO probe")
         machine.conn.execute("RELEASE probe")
     assert machine.state_digest() == digest
+
+
+# -- If-Match: * and history compaction ----------------------------------------------------
+
+
+def test_must_exist_is_if_match_any_version(machine: StateMachine) -> None:
+    log = Log()
+    log.add(PutNamespace("ns"))
+    log.add(PutConfig("ns", "k", "v", must_exist=True))
+    log.add(DeleteConfig("ns", "k", must_exist=True))
+    log.add(PutConfig("ns", "k", "1"))
+    log.add(PutConfig("ns", "k", "2", must_exist=True))
+    log.add(DeleteConfig("ns", "k", must_exist=True))
+    results = run(machine, log)
+    assert statuses(results) == [
+        "created",
+        "precondition_failed",
+        "precondition_failed",
+        "created",
+        "updated",
+        "deleted",
+    ]
+    assert results[1].detail == "Configuration does not exist (If-Match: *)"
+    assert results[4].value is not None and results[4].value["version"] == 2
+
+
+def test_compact_history_deletes_audit_rows_up_to_through(machine: StateMachine) -> None:
+    log = Log()
+    log.add(PutNamespace("ns"))
+    for i in range(4):
+        log.add(PutConfig("ns", "k", str(i)))  # indexes 2..5
+    log.add(CompactHistory(3))
+    log.add(CompactHistory(2))  # behind the floor: nothing to do
+    log.add(CompactHistory(99))  # capped below its own index (8)
+    log.add(PutConfig("ns", "k", "after"))
+    results = run(machine, log)
+    assert statuses(results)[5:] == ["compacted", "noop", "compacted", "updated"]
+    assert results[5].value == {"compactedThrough": 3}
+    assert results[7].value == {"compactedThrough": 7}
+    assert [row[0] for row in actions(machine)] == [9]
+    assert machine.conn.execute("SELECT compacted_through FROM history").fetchone() == (7,)
+
+
+def test_compaction_inside_one_batch_drops_that_batchs_earlier_rows(tmp_path: Path) -> None:
+    log = Log()
+    log.add(PutNamespace("ns"))
+    log.add(PutConfig("ns", "a", "1"))
+    log.add(CompactHistory(2))
+    log.add(PutConfig("ns", "b", "1"))
+    with StateMachine(tmp_path / "one.db") as one, StateMachine(tmp_path / "single.db") as single:
+        run(one, log)
+        for entry in log.entries:
+            single.apply([entry])
+        assert [row[0] for row in actions(one)] == [4]
+        assert one.state_digest() == single.state_digest()

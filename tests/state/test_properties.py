@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from confman.node.state.commands import (
     Batch,
     Command,
+    CompactHistory,
     DeleteConfig,
     DeleteNamespace,
     PutConfig,
@@ -40,10 +41,11 @@ put_config = st.builds(
     st.sampled_from(["string", "json"]),
     versions,
     st.sampled_from([False, False, False, True]),
+    st.sampled_from([False, False, False, True]),
 )
 by_kind = {
     "put": put_config,
-    "delete": st.builds(DeleteConfig, names, keys, versions),
+    "delete": st.builds(DeleteConfig, names, keys, versions, st.booleans()),
     "namespace": st.builds(
         PutNamespace, names, st.none() | st.just("desc"), st.none() | st.just("me")
     ),
@@ -60,7 +62,8 @@ requests = st.tuples(
     st.none() | st.sampled_from(["i1", "i2", "i3"]),
     st.sampled_from([0, 5, 10, 30]),
 )
-steps = st.one_of(requests, requests, requests, st.just("noop"), st.just("garbage"))
+compactions = st.tuples(st.just("compact"), st.integers(0, 30))
+steps = st.one_of(requests, requests, requests, st.just("noop"), st.just("garbage"), compactions)
 #: Every plan starts by creating two of the namespaces, so that most commands can succeed.
 PROLOGUE = [(PutNamespace(name), "root", 0, None, 0) for name in ("a", "b")]
 
@@ -73,6 +76,8 @@ def build_log(plan: list[object]) -> Log:
             log.noop()
         elif step == "garbage":
             log.raw(b"\xc1\x00junk")
+        elif step[0] == "compact":  # type: ignore[index]
+            log.add(CompactHistory(step[1]), actor="root", at=clock)  # type: ignore[index]
         else:
             cmd, actor, gap, key, ttl = step  # type: ignore[misc]
             clock += gap
@@ -93,7 +98,7 @@ class Model:
         self.idem = {k: v for k, v in self.idem.items() if v[2] > now}
         if key is not None and key in self.idem:
             fingerprint, status, _ = self.idem[key]
-            return f"retry:{status}" if fingerprint == (actor, cmd) else "rejected"
+            return f"retry:{status}" if fingerprint == (actor, cmd) else "key_reused"
         status = self.run(cmd)
         if key is not None and ttl > 0:
             self.idem[key] = ((actor, cmd), status, now + ttl * 1_000_000)
@@ -125,6 +130,8 @@ class Model:
         current = self.entries.get((cmd.namespace, cmd.key))
         if isinstance(cmd, PutConfig) and cmd.create_only and current is not None:
             return "precondition_failed"
+        if cmd.must_exist and current is None:
+            return "precondition_failed"
         if cmd.expected_version is not None and (
             current is None or current[1] != cmd.expected_version
         ):
@@ -145,11 +152,16 @@ def model_statuses(plan: list[object]) -> tuple[list[str], Model]:
     model = Model()
     out = []
     clock = 0
-    for step in plan:
+    floor = 0
+    for index, step in enumerate(plan, start=1):
         if step == "noop":
             out.append("noop")
         elif step == "garbage":
             out.append("rejected")
+        elif step[0] == "compact":  # type: ignore[index]
+            through = min(step[1], index - 1)  # type: ignore[index]
+            out.append("compacted" if through > floor else "noop")
+            floor = max(floor, through)
         else:
             cmd, actor, gap, key, ttl = step  # type: ignore[misc]
             clock += gap
@@ -212,7 +224,7 @@ def random_command(rng: random.Random, batch: bool = True) -> Command:
         create_only = rng.random() < 0.1
         return PutConfig(ns, key, rng.choice("xyz"), "string", version, create_only)
     if roll < 0.7:
-        return DeleteConfig(ns, key, version)
+        return DeleteConfig(ns, key, version, rng.random() < 0.1)
     if roll < 0.8:
         return PutNamespace(ns, rng.choice([None, "desc"]))
     if roll < 0.87:
@@ -233,6 +245,8 @@ def test_long_random_sequences_agree_with_the_model(seed: int) -> None:
             plan.append("noop")
         elif roll < 0.05:
             plan.append("garbage")
+        elif roll < 0.07:
+            plan.append(("compact", rng.randrange(len(plan) + 5)))
         else:
             key = rng.choice([None, None, "i1", "i2", "i3"])
             plan.append(

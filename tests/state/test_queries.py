@@ -10,13 +10,14 @@ import pytest
 
 from confman.node.state.commands import (
     Batch,
+    CompactHistory,
     DeleteConfig,
     DeleteNamespace,
     PutConfig,
     PutNamespace,
 )
 from confman.node.state.machine import StateMachine
-from confman.node.state.queries import Reader
+from confman.node.state.queries import ChangeFilter, HistoryCompacted, Reader
 from tests.state.logbuilder import Log, ts
 
 
@@ -272,3 +273,60 @@ def test_readers_on_other_threads_beside_the_writer(tmp_path: Path) -> None:
             t.join(timeout=30)
         machine.close()
     assert not errors, errors[0]
+
+
+def test_watch_filters_by_namespace_key_prefix_and_grants(
+    db: tuple[StateMachine, Reader, Log],
+) -> None:
+    machine, reader, log = db
+    log.add(PutNamespace("team"))  # 1
+    log.add(PutNamespace("team/app"))  # 2
+    log.add(PutNamespace("other"))  # 3
+    log.add(PutConfig("team", "db.url", "a"))  # 4
+    log.add(PutConfig("team", "db.pool", "5"))  # 5
+    log.add(PutConfig("team", "cache", "on"))  # 6
+    log.add(PutConfig("team/app", "db.url", "b"))  # 7
+    log.add(PutConfig("other", "db.url", "c"))  # 8
+    apply(machine, log)
+
+    def indexes(flt: ChangeFilter, since: int = 0) -> list[int]:
+        return [c["index"] for c in reader.watch(since, flt).changes]
+
+    assert indexes(ChangeFilter("team")) == [1, 4, 5, 6]
+    assert indexes(ChangeFilter("team", key="db.url")) == [4]
+    assert indexes(ChangeFilter("team", prefix="db.")) == [4, 5]
+    assert indexes(ChangeFilter(grants=("team",))) == [1, 2, 4, 5, 6, 7]
+    assert indexes(ChangeFilter(grants=("other", "nothing"))) == [3, 8]
+    assert indexes(ChangeFilter(), since=6) == [7, 8]
+    page = reader.watch(8, ChangeFilter("team"))
+    assert page.changes == [] and page.through == 8
+    assert reader.watch(2, ChangeFilter("other")).through == 8  # applied index, not last match
+
+
+def test_watch_page_resumes_after_a_full_page_and_refuses_compacted_history(
+    db: tuple[StateMachine, Reader, Log],
+) -> None:
+    machine, reader, log = db
+    log.add(PutNamespace("ns"))
+    for i in range(6):
+        log.add(PutConfig("ns", "k", str(i)))  # 2..7
+    apply(machine, log)
+    page = reader.watch(0, ChangeFilter("ns"), limit=3)
+    assert [c["index"] for c in page.changes] == [1, 2, 3] and page.through == 3
+    assert page.changes[1] == {
+        "type": "config.created",
+        "namespace": "ns",
+        "key": "k",
+        "value": "0",
+        "version": 1,
+        "index": 2,
+    }
+    log.add(CompactHistory(4))
+    apply(machine, log)
+    assert reader.history_floor() == 4
+    with pytest.raises(HistoryCompacted) as caught:
+        reader.watch(3, ChangeFilter("ns"))
+    assert (caught.value.since, caught.value.floor) == (3, 4)
+    page = reader.watch(4, ChangeFilter("ns"))
+    assert [c["index"] for c in page.changes] == [5, 6, 7] and page.through == 8
+    assert page.compacted_through == 4

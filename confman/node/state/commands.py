@@ -6,7 +6,9 @@ written by an older release stay decodable. Format 1:
 - request: ``[1, "r", actor, timestamp, idempotency_key, idempotency_ttl_s, command]``
 - bare command: ``[1, "c", command]``
 - command: ``[kind, *fields]`` with kind 1 PutNamespace, 2 DeleteNamespace, 3 PutConfig,
-  4 DeleteConfig, 5 Batch (``[5, [command, ...]]``, members are never batches).
+  4 DeleteConfig, 5 Batch (``[5, [command, ...]]``, members are never batches),
+  6 CompactHistory (``[6, through]``, never in a batch). PutConfig and DeleteConfig carry a
+  trailing ``must_exist`` only when it is true, so older encodings stay byte-identical.
 
 Construction validates field types, so a leader cannot propose what a follower would reject.
 """
@@ -42,6 +44,11 @@ def _check_str(name: str, value: object, *, optional: bool = False, empty: bool 
         raise TypeError(f"{name} must be a string, not {type(value).__name__}")
     if not empty and not value:
         raise ValueError(f"{name} must not be empty")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool")
 
 
 def _check_int(name: str, value: object, *, optional: bool = False, minimum: int = 0) -> None:
@@ -82,7 +89,7 @@ class PutConfig:
     """Create or update an entry.
 
     ``expected_version`` is a compare-and-set (If-Match); ``create_only`` fails when the
-    entry exists (If-None-Match: *).
+    entry exists (If-None-Match: *); ``must_exist`` fails when it does not (If-Match: *).
     """
 
     namespace: str
@@ -91,6 +98,7 @@ class PutConfig:
     type: str = "string"
     expected_version: int | None = None
     create_only: bool = False
+    must_exist: bool = False
 
     def __post_init__(self) -> None:
         _check_str("namespace", self.namespace)
@@ -98,22 +106,35 @@ class PutConfig:
         _check_str("value", self.value, empty=True)
         _check_str("type", self.type)
         _check_int("expected_version", self.expected_version, optional=True)
-        if not isinstance(self.create_only, bool):
-            raise TypeError("create_only must be a bool")
+        _check_bool("create_only", self.create_only)
+        _check_bool("must_exist", self.must_exist)
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteConfig:
-    """Delete an entry, optionally only at ``expected_version`` (If-Match)."""
+    """Delete an entry, optionally only at ``expected_version`` (If-Match); ``must_exist``
+    turns the absent entry's "not found" into a failed precondition (If-Match: *)."""
 
     namespace: str
     key: str
     expected_version: int | None = None
+    must_exist: bool = False
 
     def __post_init__(self) -> None:
         _check_str("namespace", self.namespace)
         _check_str("key", self.key)
         _check_int("expected_version", self.expected_version, optional=True)
+        _check_bool("must_exist", self.must_exist)
+
+
+@dataclass(frozen=True, slots=True)
+class CompactHistory:
+    """Forget the change history (audit rows, what watches replay) up to log ``through``."""
+
+    through: int
+
+    def __post_init__(self) -> None:
+        _check_int("through", self.through)
 
 
 SimpleCommand = PutNamespace | DeleteNamespace | PutConfig | DeleteConfig
@@ -133,7 +154,7 @@ class Batch:
                 raise TypeError(f"a batch cannot hold {type(cmd).__name__}")
 
 
-Command = SimpleCommand | Batch
+Command = SimpleCommand | Batch | CompactHistory
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +174,8 @@ class Request:
 
     def __post_init__(self) -> None:
         if not isinstance(
-            self.command, PutNamespace | DeleteNamespace | PutConfig | DeleteConfig | Batch
+            self.command,
+            PutNamespace | DeleteNamespace | PutConfig | DeleteConfig | Batch | CompactHistory,
         ):
             raise TypeError(f"not a command: {type(self.command).__name__}")
         _check_str("actor", self.actor)
@@ -180,23 +202,19 @@ def timestamp_micros(timestamp: str) -> int:
 
 def _command_body(cmd: Command) -> list[Any]:
     if isinstance(cmd, PutConfig):
-        return [
-            3,
-            cmd.namespace,
-            cmd.key,
-            cmd.value,
-            cmd.type,
-            cmd.expected_version,
-            cmd.create_only,
-        ]
+        body = [3, cmd.namespace, cmd.key, cmd.value, cmd.type, cmd.expected_version]
+        return [*body, cmd.create_only, True] if cmd.must_exist else [*body, cmd.create_only]
     if isinstance(cmd, DeleteConfig):
-        return [4, cmd.namespace, cmd.key, cmd.expected_version]
+        body = [4, cmd.namespace, cmd.key, cmd.expected_version]
+        return [*body, True] if cmd.must_exist else body
     if isinstance(cmd, PutNamespace):
         return [1, cmd.path, cmd.description, cmd.owner]
     if isinstance(cmd, DeleteNamespace):
         return [2, cmd.path]
     if isinstance(cmd, Batch):
         return [5, [_command_body(c) for c in cmd.commands]]
+    if isinstance(cmd, CompactHistory):
+        return [6, cmd.through]
     raise TypeError(f"not a command: {type(cmd).__name__}")
 
 
@@ -236,9 +254,9 @@ def _v1_command(body: Any, *, in_batch: bool = False) -> Command:
     if not isinstance(body, list) or not body:
         raise ValueError("command is not a non-empty array")
     kind, fields = body[0], body[1:]
-    if kind == 3 and len(fields) == 6:
+    if kind == 3 and len(fields) in (6, 7):
         return PutConfig(*fields)
-    if kind == 4 and len(fields) == 3:
+    if kind == 4 and len(fields) in (3, 4):
         return DeleteConfig(*fields)
     if kind == 1 and len(fields) == 3:
         return PutNamespace(*fields)
@@ -246,6 +264,8 @@ def _v1_command(body: Any, *, in_batch: bool = False) -> Command:
         return DeleteNamespace(*fields)
     if kind == 5 and len(fields) == 1 and not in_batch and isinstance(fields[0], list):
         return Batch(tuple(_v1_command(m, in_batch=True) for m in fields[0]))  # type: ignore[misc]
+    if kind == 6 and len(fields) == 1 and not in_batch:
+        return CompactHistory(*fields)
     raise ValueError(f"unknown command kind {kind!r} with {len(fields)} fields")
 
 

@@ -24,6 +24,7 @@ from confman.node.state.commands import (
     Batch,
     Command,
     CommandDecodeError,
+    CompactHistory,
     DeleteConfig,
     DeleteNamespace,
     PutConfig,
@@ -58,10 +59,19 @@ class ApplyStatus(StrEnum):
     NOT_FOUND = "not_found"
     PRECONDITION_FAILED = "precondition_failed"
     REJECTED = "rejected"
+    KEY_REUSED = "key_reused"  # an idempotency key sent again with another request
+    COMPACTED = "compacted"
     NOOP = "noop"
 
 
-_FAILED = frozenset({ApplyStatus.NOT_FOUND, ApplyStatus.PRECONDITION_FAILED, ApplyStatus.REJECTED})
+_FAILED = frozenset(
+    {
+        ApplyStatus.NOT_FOUND,
+        ApplyStatus.PRECONDITION_FAILED,
+        ApplyStatus.REJECTED,
+        ApplyStatus.KEY_REUSED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +315,9 @@ class StateMachine:
         if row is not None:
             if row[0] != fingerprint:
                 return ApplyResult(
-                    index, ApplyStatus.REJECTED, "Idempotency key was used for a different request"
+                    index,
+                    ApplyStatus.KEY_REUSED,
+                    "Idempotency key was used for a different request",
                 )
             raw = msgpack.unpackb(row[1], raw=False)
             return replace(_unpack_result(raw), index=index, duplicate_of=raw[0])
@@ -360,7 +372,28 @@ class StateMachine:
             return self._put_namespace(index, req, cmd)
         if isinstance(cmd, DeleteNamespace):
             return self._delete_namespace(index, req, cmd)
+        if isinstance(cmd, CompactHistory):
+            return self._compact_history(index, cmd)
         return self._batch(index, req, cmd)
+
+    def _compact_history(self, index: int, cmd: CompactHistory) -> ApplyResult:
+        """Delete audit rows up to ``cmd.through`` (never this entry's own or later ones)."""
+        conn = self.conn
+        floor = conn.execute("SELECT compacted_through FROM history").fetchone()[0]
+        through = min(cmd.through, index - 1)
+        if through <= floor:
+            return ApplyResult(
+                index, ApplyStatus.NOOP, f"history already compacted through {floor}"
+            )
+        conn.execute("DELETE FROM audit WHERE idx <= ?", (through,))
+        self._audit = [row for row in self._audit if row[0] > through]  # this batch's rows
+        conn.execute("UPDATE history SET compacted_through = ? WHERE id = 0", (through,))
+        return ApplyResult(
+            index,
+            ApplyStatus.COMPACTED,
+            f"history compacted through {through}",
+            {"compactedThrough": through},
+        )
 
     def _batch(self, index: int, req: Request, cmd: Batch) -> ApplyResult:
         if not cmd.commands:
@@ -456,8 +489,12 @@ class StateMachine:
 
     @staticmethod
     def _check_version(
-        index: int, expected: int | None, current: tuple[Any, ...] | None
+        index: int, expected: int | None, current: tuple[Any, ...] | None, must_exist: bool
     ) -> ApplyResult | None:
+        if must_exist and current is None:
+            return ApplyResult(
+                index, ApplyStatus.PRECONDITION_FAILED, "Configuration does not exist (If-Match: *)"
+            )
         if expected is None:
             return None
         if current is None:
@@ -486,7 +523,7 @@ class StateMachine:
                 "Configuration already exists",
                 entry_dict(current),
             )
-        failed = self._check_version(index, cmd.expected_version, current)
+        failed = self._check_version(index, cmd.expected_version, current, cmd.must_exist)
         if failed is not None:
             return failed
         conn = self.conn
@@ -544,7 +581,7 @@ class StateMachine:
         if not self._namespace_exists(cmd.namespace):
             return ApplyResult(index, ApplyStatus.NOT_FOUND, "Namespace not found")
         current = self._current_entry(cmd.namespace, cmd.key)
-        failed = self._check_version(index, cmd.expected_version, current)
+        failed = self._check_version(index, cmd.expected_version, current, cmd.must_exist)
         if failed is not None:
             return failed
         if current is None:

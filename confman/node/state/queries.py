@@ -10,6 +10,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,35 +138,99 @@ class Reader:
             for r in rows
         ]
 
+    def history_floor(self) -> int:
+        """The log index through which the change history has been compacted (0: none)."""
+        row = self._conn.execute("SELECT compacted_through FROM history").fetchone()
+        return 0 if row is None else int(row[0])
+
     def changes_since(self, index: int, limit: int = 1000) -> list[dict[str, Any]]:
-        """Changes applied after log ``index``, oldest first (for watches).
+        """Changes applied after log ``index``, oldest first (see ``watch``, unfiltered)."""
+        return self.watch(index, ChangeFilter(), limit).changes
+
+    def watch(self, since: int, flt: ChangeFilter, limit: int = 1000) -> ChangePage:
+        """The changes matching ``flt`` applied after log index ``since``, oldest first.
 
         ``type`` is the audit action; ``value`` the new value (null on deletes);
         ``version`` the entry's version after the change (of the deleted entry on
         deletes, null for namespace events). About ``limit`` changes are returned, but the
-        changes of one log index are never split, so a watcher resumes from the last
-        index it saw.
+        changes of one log index are never split, so a watcher resumes from
+        ``ChangePage.through``. Raises ``HistoryCompacted`` when changes after ``since``
+        are no longer all retained.
         """
+        where, params = flt.sql()
+        limit = max(1, limit)
         conn = self._conn
         with self.consistent():
+            floor = self.history_floor()
+            if since < floor:
+                raise HistoryCompacted(since, floor)
+            applied = self.applied_index()
             rows = conn.execute(
-                f"SELECT {_CHANGE_COLUMNS} FROM audit WHERE idx > ? ORDER BY idx, seq LIMIT ?",
-                (index, max(1, limit)),
+                f"SELECT {_CHANGE_COLUMNS} FROM audit WHERE idx > ?{where}"
+                " ORDER BY idx, seq LIMIT ?",
+                (since, *params, limit),
             ).fetchall()
-            if len(rows) >= limit and rows:
+            through = applied
+            if len(rows) >= limit:
                 last_idx, last_seq = rows[-1][0], rows[-1][6]
                 rows += conn.execute(
-                    f"SELECT {_CHANGE_COLUMNS} FROM audit WHERE idx = ? AND seq > ? ORDER BY seq",
-                    (last_idx, last_seq),
+                    f"SELECT {_CHANGE_COLUMNS} FROM audit WHERE idx = ? AND seq > ?{where}"
+                    " ORDER BY seq",
+                    (last_idx, last_seq, *params),
                 ).fetchall()
-        return [
+                through = last_idx
+        changes = [
             {
-                "index": r[0],
                 "type": r[1],
                 "namespace": r[2],
                 "key": r[3],
                 "value": r[4],
                 "version": r[5],
+                "index": r[0],
             }
             for r in rows
         ]
+        return ChangePage(changes, max(through, since), floor)
+
+
+class HistoryCompacted(LookupError):
+    """The changes after ``since`` were compacted away (history kept after ``floor``)."""
+
+    def __init__(self, since: int, floor: int) -> None:
+        super().__init__(f"changes after {since} were compacted (history starts after {floor})")
+        self.since = since
+        self.floor = floor
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeFilter:
+    """Which changes a watch wants: a namespace (optionally one key or a key prefix), or
+    every namespace ``grants`` cover."""
+
+    namespace: str | None = None
+    key: str | None = None
+    prefix: str | None = None
+    grants: tuple[str, ...] = ("*",)
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """The extra ``AND ...`` conditions on the audit table and their parameters."""
+        if self.namespace is None:
+            clause = _grant_clause(self.grants, "namespace")
+            return ("", []) if clause is None else (f" AND ({clause[0]})", list(clause[1]))
+        where, params = " AND namespace = ?", [self.namespace]
+        if self.key is not None:
+            where += " AND key = ?"
+            params.append(self.key)
+        elif self.prefix:
+            where += " AND substr(key, 1, ?) = ?"
+            params += [len(self.prefix), self.prefix]
+        return where, params
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """A page of changes; ``through`` is the index to resume after (``since`` next time)."""
+
+    changes: list[dict[str, Any]]
+    through: int
+    compacted_through: int

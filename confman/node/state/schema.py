@@ -1,5 +1,9 @@
 """The SQLite schema of the state database, its meta row, and rows in the API's shapes.
 
+``history.compacted_through`` is the log index up to which audit rows (the change history
+watches replay) have been deleted by ``CompactHistory``; tables added later are created
+by ``create_schema`` when an older database is opened.
+
 Tables with rows of user values (entries, audit, idempotency results) are rowid tables:
 WITHOUT ROWID b-trees keep only ~1 KB of a row in the page and spill the rest into
 overflow pages (measured: 1.6x the file size for 1 KB values).
@@ -73,6 +77,10 @@ CREATE TABLE IF NOT EXISTS rejected (
     idx INTEGER PRIMARY KEY,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    compacted_through INTEGER NOT NULL
+);
 """
 
 #: Every table with the columns that order it, for canonical dumps.
@@ -83,6 +91,7 @@ TABLE_ORDER: dict[str, str] = {
     "audit": "idx, seq",
     "idempotency": "key",
     "rejected": "idx",
+    "history": "id",
 }
 
 NAMESPACE_COLUMNS = "path, description, owner, created_at"
@@ -107,6 +116,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
     """Create missing tables and the meta row (index 0, no members) of a new database."""
     conn.executescript(SCHEMA)
     conn.execute("INSERT OR IGNORE INTO meta VALUES (0, ?, 0, 0, '[]', '[]')", (SCHEMA_VERSION,))
+    conn.execute("INSERT OR IGNORE INTO history VALUES (0, 0)")
 
 
 def read_meta(conn: sqlite3.Connection) -> Meta:
