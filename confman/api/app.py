@@ -4,6 +4,7 @@ log) around the routes, and ``serve`` to run it on a TCP socket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -15,9 +16,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
-from confman.api import cors, routes_config, routes_health, routes_namespaces
+from confman.api import cors, forward, routes_config, routes_health, routes_namespaces, watch
 from confman.api.auth import ACTOR, KeyStore
+from confman.api.changes import ChangeHub
+from confman.api.compaction import retention_configured, run_compactor
 from confman.api.context import CONTEXT, READ_WAIT_MAX_S, ApiContext, HttpMetrics, NodeRuntime
+from confman.api.forward import Forwarder
 from confman.api.logs import CORRELATION_ID, access_log, error_log
 from confman.api.problems import PROBLEM_CONTENT_TYPE, Problem, Redirect, from_http_exception
 from confman.api.routes_health import asset
@@ -32,14 +36,24 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+async def _answer(request: web.Request, handler: Handler, ctx: ApiContext, cid: str) -> Any:
+    """The handler's response; a write redirected to the leader is forwarded if asked to."""
+    try:
+        return await handler(request)
+    except Redirect as r:
+        if ctx.forwarder is None or not forward.wanted(request, ctx):
+            raise
+        return await ctx.forwarder.forward(request, ctx, r.location, cid)
+
+
 async def _dispatch(
-    request: web.Request, handler: Handler, origins: frozenset[str], cid: str
+    request: web.Request, handler: Handler, ctx: ApiContext, cid: str
 ) -> web.StreamResponse:
     """The handler's response, or the problem/redirect it raised."""
     try:
-        if origins and cors.is_preflight(request):
-            return cors.preflight(request, origins)
-        return await handler(request)
+        if ctx.cors_origins and cors.is_preflight(request):
+            return cors.preflight(request, ctx.cors_origins)
+        return await _answer(request, handler, ctx, cid)
     except Problem as p:
         return p.response(request.rel_url.raw_path, cid)
     except Redirect as r:
@@ -104,7 +118,7 @@ def _middleware(ctx: ApiContext) -> Any:
         cid = correlation_id(request) or uuid.uuid4().hex
         token = CORRELATION_ID.set(cid)  # for log records emitted while handling it
         try:
-            resp = await _dispatch(request, handler, origins, cid)
+            resp = await _dispatch(request, handler, ctx, cid)
             resp.headers["X-Correlation-Id"] = cid
             if origins:
                 cors.add_headers(request, resp, origins)
@@ -127,6 +141,7 @@ def create_app(rt: NodeRuntime) -> web.Application:
         read_wait_s=min(READ_WAIT_MAX_S, cfg.replication_timeout_ms / 1000),
         metrics=HttpMetrics(),
         cors_origins=frozenset(cfg.cors_origins),
+        forward_writes=cfg.forward_writes,
     )
     asset("openapi.json")  # fail at start-up, not on first use, when package data is missing
     asset("static/docs.html")
@@ -135,7 +150,42 @@ def create_app(rt: NodeRuntime) -> web.Application:
     routes_health.add_routes(app.router)
     routes_namespaces.add_routes(app.router)
     routes_config.add_routes(app.router)
+    watch.add_routes(app.router)
+    app.on_startup.append(_start_services)
+    app.on_shutdown.append(_stop_services)
+    app.on_cleanup.append(_close_forwarder)
     return app
+
+
+async def _start_services(app: web.Application) -> None:
+    """Watch wake-ups, the write forwarder and history compaction, while the app runs."""
+    ctx = app[CONTEXT]
+    cfg = ctx.rt.cfg
+    ctx.hub = ChangeHub(ctx.rt)
+    ctx.hub.start()
+    ctx.forwarder = Forwarder(ctx.rt.id, cfg.replication_timeout_ms / 1000 + 5)
+    if retention_configured(cfg):
+        ctx.background.append(asyncio.create_task(run_compactor(ctx), name="confman-compactor"))
+
+
+async def _stop_services(app: web.Application) -> None:
+    """Before the server waits for open requests: end watches, stop background work."""
+    ctx = app[CONTEXT]
+    if ctx.hub is not None:
+        await ctx.hub.close()
+    for task in ctx.background:
+        task.cancel()
+    for task in ctx.background:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    ctx.background.clear()
+
+
+async def _close_forwarder(app: web.Application) -> None:
+    """After the server has finished the requests it had (forwarded writes among them)."""
+    forwarder = app[CONTEXT].forwarder
+    if forwarder is not None:
+        await forwarder.close()
 
 
 class _ProblemRequestHandler(RequestHandler):

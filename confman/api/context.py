@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -13,6 +14,10 @@ from confman.node.config import NodeConfig
 from confman.node.state.commands import Request
 from confman.node.state.machine import ApplyResult
 from confman.node.state.queries import Reader
+
+if TYPE_CHECKING:
+    from confman.api.changes import ChangeHub
+    from confman.api.forward import Forwarder
 
 #: Longest a read waits for ReadIndex or ``minIndex`` before answering 504.
 READ_WAIT_MAX_S = 5.0
@@ -25,6 +30,7 @@ class NodeRuntime(Protocol):
     id: str
     applied_index: int
     reader: Reader | None
+    on_applied: list[Callable[[list[Any], list[ApplyResult]], None]]
 
     @property
     def role(self) -> str: ...
@@ -78,6 +84,11 @@ class ApiContext:
     read_wait_s: float
     metrics: HttpMetrics
     cors_origins: frozenset[str]
+    forward_writes: bool = False
+    #: Set while the app runs (started on startup, closed on shutdown).
+    hub: ChangeHub | None = None
+    forwarder: Forwarder | None = None
+    background: list[Any] = field(default_factory=list)
 
 
 CONTEXT = web.AppKey("confman_api_context", ApiContext)

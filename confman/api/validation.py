@@ -24,6 +24,8 @@ CORRELATION_RE = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}\Z")
 IDEMPOTENCY_RE = re.compile(r"[\x21-\x7e]{1,255}\Z")
 _ETAG_RE = re.compile(r'(W/)?"(\d{1,18})"\Z')
 _READ_CHUNK = 1 << 16
+#: The body as read, kept on the request so a write can still be forwarded after reading it.
+RAW_BODY = web.RequestKey("confman_raw_body", bytes)
 
 
 def check_name(value: str, field: str) -> str:
@@ -82,7 +84,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             raise Problem(
                 413, detail=f"Request body exceeds the limit of {limit} bytes", close=True
             )
-    return bytes(buf)
+    request[RAW_BODY] = body = bytes(buf)
+    return body
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -199,6 +202,38 @@ def int_param(raw: str, field: str, *, minimum: int = INT64_MIN) -> int:
     if value < minimum:
         raise bad_request(field, f"must be >= {minimum}")
     return value
+
+
+_DURATION_RE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)(ms|s|m)?\Z")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+def duration_param(raw: str, field: str, *, low: float, high: float) -> float:
+    """A duration such as ``30s``, ``500ms``, ``2m`` or ``1.5`` (seconds), within
+    [``low``, ``high``] seconds, else 400 naming ``field``."""
+    m = _DURATION_RE.match(raw.strip())
+    if m is None:
+        raise bad_request(field, f"must be a duration such as 30s, 500ms or 2m, not {raw[:40]!r}")
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if not low <= seconds <= high:
+        raise bad_request(field, f"must be between {low:g}s and {high:g}s")
+    return seconds
+
+
+def bool_param(raw: str, field: str) -> bool:
+    """``true``/``false`` (or ``1``/``0``), else 400 naming ``field``."""
+    value = raw.strip().lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise bad_request(field, f"must be true or false, not {raw[:40]!r}")
+
+
+def forward_param(request: web.Request) -> bool | None:
+    """``?forward=`` (forward a write to the leader instead of redirecting), if given."""
+    raw = request.query.get("forward")
+    return None if raw is None else bool_param(raw, "forward")
 
 
 def parse_etags(header: str, field: str) -> list[tuple[bool, int]] | None:

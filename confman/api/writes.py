@@ -10,6 +10,7 @@ from aiohttp import web
 from confman.api.auth import Principal
 from confman.api.context import ApiContext
 from confman.api.problems import Problem, Redirect
+from confman.api.validation import forward_param
 from confman.node.errors import (
     NodeStopped,
     NoLeader,
@@ -50,7 +51,11 @@ def leader_elsewhere(
 
 
 def ensure_leader(request: web.Request, ctx: ApiContext) -> None:
-    """Raise a redirect or 503 unless this node is the leader (before reading a body)."""
+    """Raise a redirect or 503 unless this node is the leader (before reading a body).
+
+    The middleware turns the redirect into a forwarded write when forwarding is asked for.
+    """
+    forward_param(request)  # a malformed ?forward= is a 400 on any node
     rt = ctx.rt
     if rt.role != "leader":
         raise leader_elsewhere(request, rt.leader_id, rt.leader_url)

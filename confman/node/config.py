@@ -13,6 +13,12 @@ listen = "127.0.0.1:6100"
 advertise = "http://127.0.0.1:6100/"
 max_body_bytes = 1048576
 cors_origins = []
+forward_writes = false            # a follower proxies writes to the leader instead of 307
+
+[history]                         # change history: the audit log, which watches replay
+retention_entries = 0             # keep changes of the last N log indexes (0: no limit)
+retention_s = 0                   # keep changes of the last N seconds (0: no limit)
+compact_interval_ms = 5000        # how often the leader checks whether to compact
 
 [raft]
 listen = "127.0.0.1:7100"
@@ -97,6 +103,10 @@ class NodeConfig:
     snapshot_interval: int = 10_000
     snapshot_retain: int = 3
     idempotency_ttl_s: int = 86_400
+    forward_writes: bool = False
+    history_retention_entries: int = 0
+    history_retention_s: int = 0
+    history_compact_interval_ms: int = 5_000
     log_level: str = "info"
     log_format: str = "json"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -178,6 +188,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
             "api_keys",
             "log",
             "idempotency_ttl_s",
+            "history",
         },
         "",
     )
@@ -204,7 +215,11 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
         raise ConfigError("cluster_secret: must be at least 16 characters")
 
     http = _get(raw, "http", dict, "", {})
-    _check_unknown(http, {"listen", "advertise", "max_body_bytes", "cors_origins"}, "http.")
+    _check_unknown(
+        http, {"listen", "advertise", "max_body_bytes", "cors_origins", "forward_writes"}, "http."
+    )
+    history = _get(raw, "history", dict, "", {})
+    _check_unknown(history, {"retention_entries", "retention_s", "compact_interval_ms"}, "history.")
     raft = _get(raw, "raft", dict, "", {})
     _check_unknown(
         raft,
@@ -318,6 +333,10 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
         snapshot_interval=_positive(raft, "snapshot_interval", 10_000, "raft."),
         snapshot_retain=_positive(raft, "snapshot_retain", 3, "raft."),
         idempotency_ttl_s=_positive(raw, "idempotency_ttl_s", 86_400, ""),
+        forward_writes=_get(http, "forward_writes", bool, "http.", False),
+        history_retention_entries=_non_negative(history, "retention_entries", "history."),
+        history_retention_s=_non_negative(history, "retention_s", "history."),
+        history_compact_interval_ms=_positive(history, "compact_interval_ms", 5_000, "history."),
         log_level=_get(log, "level", str, "log.", "info"),
         log_format=_get(log, "format", str, "log.", "text" if profile == "dev" else "json"),
     )
@@ -332,6 +351,13 @@ def _positive(d: Mapping[str, Any], key: str, default: int, where: str) -> int:
     v = _get(d, key, int, where, default)
     if v <= 0:
         raise ConfigError(f"{where}{key}: must be > 0")
+    return int(v)
+
+
+def _non_negative(d: Mapping[str, Any], key: str, where: str) -> int:
+    v = _get(d, key, int, where, 0)
+    if v < 0:
+        raise ConfigError(f"{where}{key}: must be >= 0 (0 means no limit)")
     return int(v)
 
 

@@ -42,6 +42,7 @@ class FakeRuntime:
         self.contact_ms = 40
         self.error: BaseException | None = None
         self.proposals: list[Request] = []
+        self.on_applied: list[Any] = []
         data_dir.mkdir(parents=True, exist_ok=True)
         self.sm = StateMachine(data_dir / "state.db")
         self.reader: Reader | None = Reader(data_dir / "state.db")

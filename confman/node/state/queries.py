@@ -138,6 +138,21 @@ class Reader:
             for r in rows
         ]
 
+    def first_change_since(self, timestamp: str) -> int | None:
+        """Log index of the oldest retained change recorded at or after ``timestamp``.
+
+        Walks the history from its oldest row, so it reads about as many rows as are older.
+        """
+        row = self._conn.execute(
+            "SELECT idx FROM audit WHERE timestamp >= ? ORDER BY idx, seq LIMIT 1", (timestamp,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def has_changes_through(self, index: int) -> bool:
+        """True when the retained history holds a change at log ``index`` or before."""
+        row = self._conn.execute("SELECT 1 FROM audit WHERE idx <= ? LIMIT 1", (index,))
+        return row.fetchone() is not None
+
     def history_floor(self) -> int:
         """The log index through which the change history has been compacted (0: none)."""
         row = self._conn.execute("SELECT compacted_through FROM history").fetchone()
@@ -190,7 +205,7 @@ class Reader:
             }
             for r in rows
         ]
-        return ChangePage(changes, max(through, since), floor)
+        return ChangePage(changes, max(through, since), floor, applied)
 
 
 class HistoryCompacted(LookupError):
@@ -229,8 +244,10 @@ class ChangeFilter:
 
 @dataclass(frozen=True, slots=True)
 class ChangePage:
-    """A page of changes; ``through`` is the index to resume after (``since`` next time)."""
+    """A page of changes; ``through`` is the index to resume after (``since`` next time),
+    ``applied`` the applied index of the state it was read from."""
 
     changes: list[dict[str, Any]]
     through: int
     compacted_through: int
+    applied: int

@@ -1,0 +1,240 @@
+"""Every API operation as a plan (see ``plan``), shared by ``Client`` and ``AsyncClient``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from confman.client.models import AuditEvent, ChangePage, Entry, Namespace, NodeStatus, WatchEvent
+from confman.client.plan import Call, Endpoints, Plan, Send, discover_leader, exchange, raise_for
+
+Consistency = Literal["local", "linearizable", "lease"]
+#: The local dev cluster (``confman dev``).
+DEFAULT_ENDPOINTS = "http://127.0.0.1:6100,http://127.0.0.1:6200,http://127.0.0.1:6300"
+API_KEY_ENV = "CONFMAN_API_KEY"
+#: Slack added to a long poll's ``wait`` for the HTTP read timeout.
+_POLL_SLACK_S = 10.0
+
+
+def _seg(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _entry_path(namespace: str, key: str) -> str:
+    return f"/api/v1/namespaces/{_seg(namespace)}/config/{_seg(key)}"
+
+
+def _index(reply: httpx.Response) -> int | None:
+    raw = reply.headers.get("x-confman-index")
+    return int(raw) if raw and raw.isdigit() else None
+
+
+def _etag(version: int | Literal["*"]) -> str:
+    if version == "*":
+        return "*"
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"if_match must be a version (int >= 0) or '*', not {version!r}")
+    return f'"{version}"'
+
+
+def _checked(reply: httpx.Response) -> httpx.Response:
+    if reply.status_code >= 400:
+        raise raise_for(reply)
+    return reply
+
+
+class ClientCore:
+    """Settings, endpoints and the operations; the drivers only move bytes and sleep."""
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] | None,
+        api_key: str | None,
+        *,
+        retry_timeout: float,
+        idempotent_writes: bool,
+        forward_writes: bool,
+    ) -> None:
+        self.endpoints = Endpoints.parse(endpoints or DEFAULT_ENDPOINTS)
+        self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        self.retry_timeout = retry_timeout
+        self.idempotent_writes = idempotent_writes
+        self.forward_writes = forward_writes
+
+    def headers(self) -> dict[str, str]:
+        from confman import __version__
+
+        out = {"User-Agent": f"confman-client/{__version__}", "Accept": "application/json"}
+        if self.api_key:
+            out["X-Api-Key"] = self.api_key
+        return out
+
+    # -- building blocks ----------------------------------------------------------------
+    def _read(
+        self,
+        path: str,
+        consistency: Consistency | None = None,
+        min_index: int | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Plan:
+        query = dict(params or {})
+        if consistency is not None:
+            query["consistency"] = consistency
+        if min_index is not None:
+            query["minIndex"] = str(min_index)
+        call = Call("GET", path, query or None, timeout=timeout)
+        reply = yield from exchange(self.endpoints, call, self.retry_timeout)
+        return _checked(reply)
+
+    def _write(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Plan:
+        h = dict(headers or {})
+        key = idempotency_key or (str(uuid.uuid4()) if self.idempotent_writes else None)
+        if key is not None:
+            h["Idempotency-Key"] = key
+        params = {"forward": "true"} if self.forward_writes else None
+        call = Call(method, path, params, h, body, write=True, safe_to_resend=key is not None)
+        reply = yield from exchange(self.endpoints, call, self.retry_timeout)
+        return _checked(reply)
+
+    # -- cluster ------------------------------------------------------------------------
+    def leader(self) -> Plan:
+        """The leader's URL (asked afresh), or None."""
+        self.endpoints.leader = yield from discover_leader(self.endpoints)
+        return self.endpoints.leader
+
+    def cluster_status(self) -> Plan:
+        out: list[NodeStatus] = []
+        for url in self.endpoints.urls:
+            reply = yield Send("GET", url + "/health/ready", timeout=2.0)
+            if isinstance(reply, httpx.TransportError):
+                out.append(NodeStatus(url, False, error=f"{type(reply).__name__}: {reply}"))
+                continue
+            try:
+                out.append(NodeStatus.from_json(url, reply.json()))
+            except (ValueError, AttributeError):
+                out.append(NodeStatus(url, False, error=f"HTTP {reply.status_code}"))
+        return out
+
+    # -- namespaces ---------------------------------------------------------------------
+    def namespaces(self, consistency: Consistency | None = None) -> Plan:
+        reply = yield from self._read("/api/v1/namespaces", consistency)
+        return [Namespace.from_json(n) for n in reply.json()]
+
+    def namespace(self, namespace: str, consistency: Consistency | None = None) -> Plan:
+        reply = yield from self._read(f"/api/v1/namespaces/{_seg(namespace)}", consistency)
+        return Namespace.from_json(reply.json())
+
+    def put_namespace(
+        self, namespace: str, description: str | None, owner: str | None, key: str | None
+    ) -> Plan:
+        body = {"description": description, "owner": owner}
+        path = f"/api/v1/namespaces/{_seg(namespace)}"
+        reply = yield from self._write("PUT", path, body, idempotency_key=key)
+        return Namespace.from_json(reply.json())
+
+    def delete_namespace(self, namespace: str, key: str | None) -> Plan:
+        path = f"/api/v1/namespaces/{_seg(namespace)}"
+        reply = yield from self._write("DELETE", path, idempotency_key=key)
+        return _index(reply)
+
+    def audit(self, namespace: str, limit: int, consistency: Consistency | None) -> Plan:
+        path = f"/api/v1/namespaces/{_seg(namespace)}/audit"
+        reply = yield from self._read(path, consistency, params={"limit": str(limit)})
+        return [AuditEvent.from_json(e) for e in reply.json()]
+
+    # -- entries ------------------------------------------------------------------------
+    def get(
+        self, namespace: str, key: str, consistency: Consistency | None, min_index: int | None
+    ) -> Plan:
+        reply = yield from self._read(_entry_path(namespace, key), consistency, min_index)
+        return Entry.from_json(reply.json(), _index(reply))
+
+    def entries(
+        self, namespace: str | None, consistency: Consistency | None, min_index: int | None
+    ) -> Plan:
+        path = (
+            "/api/v1/configs"
+            if namespace is None
+            else f"/api/v1/namespaces/{_seg(namespace)}/config"
+        )
+        reply = yield from self._read(path, consistency, min_index)
+        index = _index(reply)
+        return [Entry.from_json(e, index) for e in reply.json()]
+
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        value: str,
+        type_: str | None,
+        if_match: int | Literal["*"] | None,
+        create_only: bool,
+        idempotency_key: str | None,
+    ) -> Plan:
+        headers: dict[str, str] = {}
+        if if_match is not None:
+            headers["If-Match"] = _etag(if_match)
+        if create_only:
+            headers["If-None-Match"] = "*"
+        body: dict[str, Any] = {"value": value}
+        if type_ is not None:
+            body["type"] = type_
+        path = _entry_path(namespace, key)
+        reply = yield from self._write("PUT", path, body, headers, idempotency_key)
+        return Entry.from_json(reply.json(), _index(reply))
+
+    def delete(
+        self,
+        namespace: str,
+        key: str,
+        if_match: int | Literal["*"] | None,
+        idempotency_key: str | None,
+    ) -> Plan:
+        headers = {} if if_match is None else {"If-Match": _etag(if_match)}
+        path = _entry_path(namespace, key)
+        reply = yield from self._write("DELETE", path, None, headers, idempotency_key)
+        return _index(reply)
+
+    # -- changes ------------------------------------------------------------------------
+    def poll(
+        self,
+        namespace: str | None,
+        key: str | None,
+        prefix: str | None,
+        since: int | None,
+        wait: float | None,
+    ) -> Plan:
+        params = watch_params(namespace, key, prefix)
+        if since is not None:
+            params["since"] = str(since)
+        if wait:
+            params["wait"] = f"{wait:g}s"
+        timeout = (wait or 0) + _POLL_SLACK_S
+        reply = yield from self._read("/api/v1/watch", params=params, timeout=timeout)
+        doc = reply.json()
+        return ChangePage(int(doc["index"]), [WatchEvent.from_json(e) for e in doc["events"]])
+
+
+def watch_params(namespace: str | None, key: str | None, prefix: str | None) -> dict[str, str]:
+    """The filter of a watch as query parameters."""
+    params: dict[str, str] = {}
+    if namespace is not None:
+        params["namespace"] = namespace
+    if key is not None:
+        params["key"] = key
+    if prefix is not None:
+        params["prefix"] = prefix
+    return params
