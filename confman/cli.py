@@ -1,4 +1,6 @@
-"""The ``confman`` command: run a node, run a local dev cluster, inspect a cluster."""
+"""The ``confman`` command: run a node, run a local dev cluster, inspect a cluster, and the
+client commands (``ns``, ``get``, ``put``, ``delete``, ``ls``, ``watch``, ``audit``,
+``cluster status``; see ``confman.client.commands``)."""
 
 from __future__ import annotations
 
@@ -220,7 +222,15 @@ def _register_verify() -> None:
     main.add_command(verify)
 
 
+def _register_client() -> None:
+    from confman.client.commands import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
 _register_verify()
+_register_client()
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

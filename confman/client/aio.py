@@ -29,6 +29,7 @@ class AsyncClient:
         retry_timeout: float = 30.0,
         idempotent_writes: bool = True,
         forward_writes: bool = False,
+        session_reads: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._core = ClientCore(
@@ -37,6 +38,7 @@ class AsyncClient:
             retry_timeout=retry_timeout,
             idempotent_writes=idempotent_writes,
             forward_writes=forward_writes,
+            session_reads=session_reads,
         )
         self._http = httpx.AsyncClient(
             headers=self._core.headers(),
@@ -188,6 +190,11 @@ class AsyncWatch(AsyncIterator[WatchEvent]):
     @property
     def cursor(self) -> int | None:
         return self._state.cursor
+
+    @property
+    def endpoint(self) -> str:
+        """The node the watch is (or was last) connected to."""
+        return self._state.endpoint
 
     @property
     def connects(self) -> int:

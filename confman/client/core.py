@@ -59,8 +59,14 @@ class ClientCore:
         retry_timeout: float,
         idempotent_writes: bool,
         forward_writes: bool,
+        session_reads: bool = True,
     ) -> None:
         self.endpoints = Endpoints.parse(endpoints or DEFAULT_ENDPOINTS)
+        self.session_reads = session_reads
+        #: The highest log index this client has written or read: with ``session_reads``,
+        #: reads wait for it (``minIndex``), so they see the client's own writes and never go
+        #: back in time when they move to another node.
+        self.session_index = 0
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         self.retry_timeout = retry_timeout
         self.idempotent_writes = idempotent_writes
@@ -86,11 +92,19 @@ class ClientCore:
         query = dict(params or {})
         if consistency is not None:
             query["consistency"] = consistency
+        if min_index is None and self.session_reads and self.session_index:
+            min_index = self.session_index
         if min_index is not None:
             query["minIndex"] = str(min_index)
         call = Call("GET", path, query or None, timeout=timeout)
         reply = yield from exchange(self.endpoints, call, self.retry_timeout)
-        return _checked(reply)
+        return self._seen(_checked(reply))
+
+    def _seen(self, reply: httpx.Response) -> httpx.Response:
+        index = _index(reply)
+        if index is not None and index > self.session_index:
+            self.session_index = index
+        return reply
 
     def _write(
         self,
@@ -107,7 +121,7 @@ class ClientCore:
         params = {"forward": "true"} if self.forward_writes else None
         call = Call(method, path, params, h, body, write=True, safe_to_resend=key is not None)
         reply = yield from exchange(self.endpoints, call, self.retry_timeout)
-        return _checked(reply)
+        return self._seen(_checked(reply))
 
     # -- cluster ------------------------------------------------------------------------
     def leader(self) -> Plan:

@@ -23,8 +23,10 @@ class Client:
     Writes go to the leader (found through ``/health/ready``, or by following 307) and
     carry an idempotency key, so 503s, timeouts and failovers are retried with backoff and
     jitter without applying a write twice. Reads go to one endpoint and move on when it
-    fails. The API key defaults to ``$CONFMAN_API_KEY``. Errors are ``confman.client``
-    exceptions.
+    fails; with ``session_reads`` (default) they wait until that node has applied
+    everything this client wrote or read before (``minIndex``), so a client always sees its
+    own writes and never goes back in time. The API key defaults to ``$CONFMAN_API_KEY``.
+    Errors are ``confman.client`` exceptions.
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class Client:
         retry_timeout: float = 30.0,
         idempotent_writes: bool = True,
         forward_writes: bool = False,
+        session_reads: bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._core = ClientCore(
@@ -44,6 +47,7 @@ class Client:
             retry_timeout=retry_timeout,
             idempotent_writes=idempotent_writes,
             forward_writes=forward_writes,
+            session_reads=session_reads,
         )
         self._http = httpx.Client(
             headers=self._core.headers(),
@@ -214,6 +218,11 @@ class Watch(Iterator[WatchEvent]):
     @property
     def cursor(self) -> int | None:
         return self._state.cursor
+
+    @property
+    def endpoint(self) -> str:
+        """The node the watch is (or was last) connected to."""
+        return self._state.endpoint
 
     @property
     def connects(self) -> int:

@@ -60,6 +60,11 @@ class WatchState:
         self._url = ""
         self.connects = 0
 
+    @property
+    def endpoint(self) -> str:
+        """The endpoint of the current (or last) connection."""
+        return self._url
+
     def attempt(self) -> Attempt:
         """The next connection: the current endpoint, resuming after the cursor."""
         self._url = self._core.endpoints.read_url
