@@ -7,10 +7,12 @@ Every command takes ``--endpoints`` (or ``$CONFMAN_ENDPOINTS``), ``--api-key`` (
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import click
 
@@ -20,47 +22,74 @@ from confman.client.models import Entry, WatchEvent
 from confman.client.render import explain, fields, table, to_json
 from confman.client.sync import Client
 
-F = TypeVar("F", bound=Callable[..., Any])
 CONSISTENCY = click.Choice(["local", "linearizable", "lease"])
 
 
-def common_options(f: F) -> F:
-    """``--endpoints``, ``--api-key``, ``--output`` and ``--retry-timeout``."""
-    f = click.option(
-        "--retry-timeout",
-        type=click.FloatRange(0, 3600),
-        default=30.0,
-        show_default=True,
-        help="Seconds to keep retrying when no leader or node answers.",
-    )(f)
-    f = click.option(
-        "--output",
-        "-o",
-        type=click.Choice(["table", "json"]),
-        default="table",
-        show_default=True,
-        help="Human-friendly table or JSON (the API's shapes).",
-    )(f)
-    f = click.option(
-        "--api-key",
-        envvar="CONFMAN_API_KEY",
-        default=None,
-        help="API key (default: $CONFMAN_API_KEY).",
-    )(f)
-    return click.option(
-        "--endpoints",
-        envvar="CONFMAN_ENDPOINTS",
-        default=DEFAULT_ENDPOINTS,
-        show_default=True,
-        help="Comma-separated node URLs (also $CONFMAN_ENDPOINTS).",
-    )(f)
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What every client command takes."""
+
+    endpoints: str
+    api_key: str | None
+    output: str
+    retry_timeout: float
+
+
+def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--endpoints``, ``--api-key``, ``--output`` and ``--retry-timeout``; the command
+    receives them as ``opts``."""
+
+    @functools.wraps(f)
+    def command(
+        *args: Any,
+        endpoints: str,
+        api_key: str | None,
+        output: str,
+        retry_timeout: float,
+        **kw: Any,
+    ) -> Any:
+        return f(*args, opts=Options(endpoints, api_key, output, retry_timeout), **kw)
+
+    options = [
+        click.option(
+            "--endpoints",
+            envvar="CONFMAN_ENDPOINTS",
+            default=DEFAULT_ENDPOINTS,
+            show_default=True,
+            help="Comma-separated node URLs (also $CONFMAN_ENDPOINTS).",
+        ),
+        click.option(
+            "--api-key",
+            envvar="CONFMAN_API_KEY",
+            default=None,
+            help="API key (default: $CONFMAN_API_KEY).",
+        ),
+        click.option(
+            "--output",
+            "-o",
+            type=click.Choice(["table", "json"]),
+            default="table",
+            show_default=True,
+            help="Human-friendly table or JSON (the API's shapes).",
+        ),
+        click.option(
+            "--retry-timeout",
+            type=click.FloatRange(0, 3600),
+            default=30.0,
+            show_default=True,
+            help="Seconds to keep retrying when no leader or node answers.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @contextmanager
-def connect(endpoints: str, api_key: str | None, retry_timeout: float) -> Iterator[Client]:
+def connect(opts: Options) -> Iterator[Client]:
     """A client; its errors become one-line messages and exit status 1."""
     try:
-        client = Client(endpoints, api_key, retry_timeout=retry_timeout)
+        client = Client(opts.endpoints, opts.api_key, retry_timeout=opts.retry_timeout)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--endpoints") from None
     try:
@@ -102,12 +131,12 @@ def ns_group() -> None:
 
 @ns_group.command("list")
 @common_options
-def ns_list(endpoints: str, api_key: str | None, output: str, retry_timeout: float) -> None:
+def ns_list(opts: Options) -> None:
     """List the namespaces the API key may see."""
-    with connect(endpoints, api_key, retry_timeout) as c:
+    with connect(opts) as c:
         items = c.namespaces()
     _emit(
-        output,
+        opts.output,
         items,
         lambda: table(
             ["namespace", "description", "owner", "created"],
@@ -121,40 +150,25 @@ def ns_list(endpoints: str, api_key: str | None, output: str, retry_timeout: flo
 @click.option("--description", "-d", default=None, help="What the namespace holds.")
 @click.option("--owner", default=None, help="Who owns it.")
 @common_options
-def ns_create(
-    namespace: str,
-    description: str | None,
-    owner: str | None,
-    endpoints: str,
-    api_key: str | None,
-    output: str,
-    retry_timeout: float,
-) -> None:
+def ns_create(namespace: str, description: str | None, owner: str | None, opts: Options) -> None:
     """Create NAMESPACE (or replace its description and owner)."""
-    with connect(endpoints, api_key, retry_timeout) as c:
+    with connect(opts) as c:
         ns = c.put_namespace(namespace, description=description, owner=owner)
-    _emit(output, ns, lambda: f"namespace {ns.path} saved (created {ns.created_at})")
+    _emit(opts.output, ns, lambda: f"namespace {ns.path} saved (created {ns.created_at})")
 
 
 @ns_group.command("delete")
 @click.argument("namespace")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @common_options
-def ns_delete(
-    namespace: str,
-    yes: bool,
-    endpoints: str,
-    api_key: str | None,
-    output: str,
-    retry_timeout: float,
-) -> None:
+def ns_delete(namespace: str, yes: bool, opts: Options) -> None:
     """Delete NAMESPACE and every entry in it."""
     if not yes:
         click.confirm(f"Delete namespace {namespace!r} and all its entries?", abort=True)
-    with connect(endpoints, api_key, retry_timeout) as c:
+    with connect(opts) as c:
         index = c.delete_namespace(namespace)
     _emit(
-        output,
+        opts.output,
         {"namespace": namespace, "deleted": True, "index": index},
         lambda: f"namespace {namespace} deleted (index {index})",
     )
@@ -169,18 +183,10 @@ def ns_delete(
 @click.option("--min-index", type=click.IntRange(0), default=None, help="Wait for this index.")
 @common_options
 def get_cmd(
-    namespace: str,
-    key: str,
-    raw: bool,
-    consistency: Any,
-    min_index: int | None,
-    endpoints: str,
-    api_key: str | None,
-    output: str,
-    retry_timeout: float,
+    namespace: str, key: str, raw: bool, consistency: Any, min_index: int | None, opts: Options
 ) -> None:
     """Show the entry KEY of NAMESPACE."""
-    with connect(endpoints, api_key, retry_timeout) as c:
+    with connect(opts) as c:
         e = c.get(namespace, key, consistency=consistency, min_index=min_index)
     if raw:
         click.echo(e.value)
@@ -195,7 +201,7 @@ def get_cmd(
         ("by", e.updated_by),
         ("as of", e.index),  # the applied index of the state read
     ]
-    _emit(output, e, lambda: fields(pairs))
+    _emit(opts.output, e, lambda: fields(pairs))
 
 
 @click.command("put")
@@ -213,20 +219,17 @@ def put_cmd(
     type_: str | None,
     if_match: str | None,
     create_only: bool,
-    endpoints: str,
-    api_key: str | None,
-    output: str,
-    retry_timeout: float,
+    opts: Options,
 ) -> None:
     """Set KEY of NAMESPACE to VALUE ('-' reads the value from stdin)."""
     if value == "-":
         value = sys.stdin.read()
     expected = _if_match(if_match)
-    with connect(endpoints, api_key, retry_timeout) as c:
+    with connect(opts) as c:
         e = c.put(namespace, key, value, type=type_, if_match=expected, create_only=create_only)
     verb = "created" if e.version == 1 else "updated"
     _emit(
-        output,
+        opts.output,
         e,
         lambda: f"{verb} {e.namespace}/{e.key} version {e.version} (index {e.index})",
     )
@@ -237,21 +240,13 @@ def put_cmd(
 @click.argument("key")
 @click.option("--if-match", default=None, help="Only at this version ('*': only if it exists).")
 @common_options
-def delete_cmd(
-    namespace: str,
-    key: str,
-    if_match: str | None,
-    endpoints: str,
-    api_key: str | None,
-    output: str,
-    retry_timeout: float,
-) -> None:
+def delete_cmd(namespace: str, key: str, if_match: str | None, opts: Options) -> None:
     """Delete the entry KEY of NAMESPACE."""
     expected = _if_match(if_match)
-    with connect(endpoints, api_key, retry_timeout) as c:
+    with connect(opts) as c:
         index = c.delete(namespace, key, if_match=expected)
     _emit(
-        output,
+        opts.output,
         {"namespace": namespace, "key": key, "deleted": True, "index": index},
         lambda: f"deleted {namespace}/{key} (index {index})",
     )
@@ -261,37 +256,23 @@ def delete_cmd(
 @click.argument("namespace", required=False)
 @click.option("--consistency", type=CONSISTENCY, default=None, help="Read consistency.")
 @common_options
-def ls_cmd(
-    namespace: str | None,
-    consistency: Any,
-    endpoints: str,
-    api_key: str | None,
-    output: str,
-    retry_timeout: float,
-) -> None:
+def ls_cmd(namespace: str | None, consistency: Any, opts: Options) -> None:
     """List the entries of NAMESPACE (or of every namespace the key may see)."""
-    with connect(endpoints, api_key, retry_timeout) as c:
+    with connect(opts) as c:
         items = c.entries(namespace, consistency=consistency)
-    _emit(output, items, lambda: _entry_rows(items, namespace is None))
+    _emit(opts.output, items, lambda: _entry_rows(items, namespace is None))
 
 
 @click.command("audit")
 @click.argument("namespace")
 @click.option("--limit", "-n", type=click.IntRange(1, 1000), default=50, show_default=True)
 @common_options
-def audit_cmd(
-    namespace: str,
-    limit: int,
-    endpoints: str,
-    api_key: str | None,
-    output: str,
-    retry_timeout: float,
-) -> None:
+def audit_cmd(namespace: str, limit: int, opts: Options) -> None:
     """Show the audit log of NAMESPACE, newest first."""
-    with connect(endpoints, api_key, retry_timeout) as c:
+    with connect(opts) as c:
         events = c.audit(namespace, limit=limit)
     _emit(
-        output,
+        opts.output,
         events,
         lambda: table(
             ["time", "action", "actor", "key", "old", "new"],
@@ -321,22 +302,19 @@ def watch_cmd(
     prefix: str | None,
     since: int | None,
     count: int | None,
-    endpoints: str,
-    api_key: str | None,
-    output: str,
-    retry_timeout: float,
+    opts: Options,
 ) -> None:
     """Print changes as they are committed (Ctrl-C stops); resumes across failovers."""
     if (key or prefix) and namespace is None:
         raise click.UsageError("--key and --prefix need a NAMESPACE")
     seen = 0
     with (
-        connect(endpoints, api_key, retry_timeout) as c,
+        connect(opts) as c,
         c.watch(namespace, key=key, prefix=prefix, since=since) as w,
     ):
         try:
             for ev in w:
-                click.echo(to_json(ev, pretty=False) if output == "json" else _event_line(ev))
+                click.echo(to_json(ev, pretty=False) if opts.output == "json" else _event_line(ev))
                 seen += 1
                 if count is not None and seen >= count:
                     break
@@ -352,12 +330,12 @@ def cluster_group() -> None:
 
 @cluster_group.command("status")
 @common_options
-def cluster_status(endpoints: str, api_key: str | None, output: str, retry_timeout: float) -> None:
+def cluster_status(opts: Options) -> None:
     """Each endpoint's role, term, leader and indexes; exit status 1 without a leader."""
-    with connect(endpoints, api_key, retry_timeout) as c:
+    with connect(opts) as c:
         nodes = c.cluster_status()
     _emit(
-        output,
+        opts.output,
         nodes,
         lambda: table(
             ["endpoint", "node", "status", "role", "term", "leader", "commit", "applied"],
