@@ -11,11 +11,24 @@ what these modules do. Decisions where API.md is silent:
 - JSON bodies: UTF-8 objects, no duplicate keys; unknown members are ignored (as the
   original did), known ones are type-checked. ``type`` absent or null means ``string``.
 - ``ETag`` only for entries (namespaces have no version); a 204 carries no ETag.
-- ``If-Match``: one strong tag or ``*``; ``If-None-Match`` on PUT: only ``*``; on GET:
-  any tags (weak comparison) → 304. Idempotency key reused for another request → 422.
-- ``consistency=lease`` falls back to ReadIndex while the leader holds no lease; read
-  waits (ReadIndex, ``minIndex``) are bounded by min(5 s, replication timeout) → 504.
-- A write on a follower is redirected before its body is read; auth comes first.
+- ``If-Match``: one strong tag or ``*``; both are checked when the write is applied (``*``
+  as "must exist"), so a retry with the same Idempotency-Key is the same request.
+  ``If-None-Match`` on PUT: only ``*``; on GET: any tags (weak comparison) → 304.
+  Idempotency key reused for another request → 422.
+- ``consistency=lease`` asks the lease first (which runs the node's clock, so a leader that
+  was paused or cut off notices its lease ran out); a follower redirects (307); a leader
+  without a valid lease (just elected, acks late) confirms with a ReadIndex round instead,
+  never with stale data. Read waits (ReadIndex, ``minIndex``) are bounded by
+  min(5 s, replication timeout) → 504.
+- A write on a follower is redirected before its body is read; auth comes first. With
+  ``?forward=true`` or ``http.forward_writes`` the follower proxies it to the leader instead
+  (``forward.py``): never twice (``X-Confman-Forwarded-By``), following a moved leader a few
+  hops, 503 when the leader cannot be reached (not applied) or does not answer (unknown).
+- Watches (``watch.py``): SSE when ``Accept`` has ``text/event-stream``, otherwise a long
+  poll (``wait``, default 0). No ``since``: from the answering node's applied index. The
+  change history is the audit table; ``history.retention_*`` make the leader propose
+  ``CompactHistory`` (``compaction.py``), so every node forgets the same rows; a ``since``
+  below the compacted index → 410 with ``X-Confman-Compacted-Index``.
 """
 
 from confman.api.app import HttpServer, create_app, serve

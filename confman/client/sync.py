@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -248,8 +249,16 @@ class Watch(Iterator[WatchEvent]):
     def disconnect(self) -> None:
         """Drop the current connection (from any thread); the watch resumes by itself."""
         with self._lock:
-            if self._response is not None:
-                self._response.close()
+            reply = self._response
+        if reply is None:
+            return
+        stream = reply.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+        else:
+            reply.close()
 
     def _run(self) -> Iterator[WatchEvent]:
         state = self._state
