@@ -96,7 +96,7 @@ class ClientCore:
             min_index = self.session_index
         if min_index is not None:
             query["minIndex"] = str(min_index)
-        call = Call("GET", path, query or None, timeout=timeout)
+        call = Call("GET", path, query or None, timeout=timeout, leader=consistency == "lease")
         reply = yield from exchange(self.endpoints, call, self.retry_timeout)
         return self._seen(_checked(reply))
 
@@ -119,7 +119,9 @@ class ClientCore:
         if key is not None:
             h["Idempotency-Key"] = key
         params = {"forward": "true"} if self.forward_writes else None
-        call = Call(method, path, params, h, body, write=True, safe_to_resend=key is not None)
+        call = Call(
+            method, path, params, h, body, write=True, safe_to_resend=key is not None, leader=True
+        )
         reply = yield from exchange(self.endpoints, call, self.retry_timeout)
         return self._seen(_checked(reply))
 

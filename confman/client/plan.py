@@ -142,15 +142,17 @@ class Call:
     params: Mapping[str, str] | None = None
     headers: Mapping[str, str] | None = None
     json: Any = None
-    write: bool = False  # goes to the leader
+    write: bool = False  # a change: an unanswered attempt may have been applied
     safe_to_resend: bool = True  # an ambiguous failure may be retried
+    leader: bool = False  # send to the leader (writes, lease reads)
     timeout: float | None = None
 
 
 def exchange(endpoints: Endpoints, call: Call, retry_timeout: float) -> Plan:
     """Send ``call`` until it gets an answer that is not worth retrying; that response.
 
-    Writes go to the known leader (discovered when unknown); reads to the current endpoint.
+    Writes and lease reads go to the known leader (discovered when unknown), other reads to
+    the current endpoint.
     A 307 is followed at once; 502/503/504 and unreachable nodes are retried with backoff,
     on another endpoint for reads, until ``retry_timeout`` seconds have passed.
     """
@@ -162,7 +164,7 @@ def exchange(endpoints: Endpoints, call: Call, retry_timeout: float) -> Plan:
     maybe_applied = False
     while True:
         if target is None:
-            if call.write:
+            if call.leader:
                 if endpoints.leader is None:
                     endpoints.leader = yield from discover_leader(endpoints)
                 target = endpoints.leader or endpoints.read_url
@@ -191,12 +193,12 @@ def exchange(endpoints: Endpoints, call: Call, retry_timeout: float) -> Plan:
             if redirects > MAX_REDIRECTS:
                 raise ConnectionFailed(f"more than {MAX_REDIRECTS} redirects for {call.path}")
             target = base_of(reply.headers["location"], call.path)
-            if call.write:
+            if call.leader:
                 endpoints.leader = target
             continue
         elif reply.status_code in RETRY_STATUSES:
             last_problem = f"{target}: {reply.status_code} {_title(reply)}"
-            if call.write:
+            if call.leader:
                 endpoints.leader = None
             else:
                 endpoints.rotate()
