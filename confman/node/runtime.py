@@ -63,6 +63,8 @@ log = logging.getLogger("confman.node")
 
 #: Messages a leader may send before its own copy of the entries is durable (thesis §10.2.1).
 _EARLY = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
+#: Ticks run per loop iteration while catching up after a stall.
+CATCH_UP_TICKS_PER_STEP = 2
 #: Committed batches that may wait for the apply thread before the Ready loop waits too.
 APPLY_QUEUE_BATCHES = 64
 #: Entries kept in memory below a snapshot so slightly slow followers need no snapshot.
@@ -350,19 +352,22 @@ class Runtime:
     def commit_index(self) -> int:
         return self.core.commit_index
 
+    def _ticks_since_contact(self) -> int:
+        if self.core.role == Role.LEADER:
+            return 0
+        return self.core.ticks_since_contact() + max(0, self._pending_ticks())
+
     def last_contact_ms(self) -> int:
         """Milliseconds since this node last heard from a leader (0 on a leader)."""
-        self._advance_clock()
-        return self.core.ticks_since_contact() * self.cfg.tick_ms
+        return self._ticks_since_contact() * self.cfg.tick_ms
 
     def is_ready(self) -> bool:
         """A leader is known and this node is in contact with it (or, as leader, a quorum)."""
-        self._advance_clock()
         if self.core.leader is None:
             return False
         if self.core.role == Role.LEADER:
             return True  # check-quorum makes it step down when the quorum is lost
-        return self.core.ticks_since_contact() < self.cfg.election_ticks[0]
+        return self._ticks_since_contact() < self.cfg.election_ticks[0]
 
     def status(self) -> dict[str, Any]:
         st = self.core.status()
@@ -489,21 +494,31 @@ class Runtime:
         self._read_waiters[ctx] = reads
 
     # ------------------------------------------------------------------ clock and input
-    def _advance_clock(self) -> None:
-        """Run the ticks that elapsed on the monotonic clock (also after a pause)."""
-        now = time.monotonic()
-        n = int((now - self._clock_last) / self._tick_s)
+    def _pending_ticks(self) -> int:
+        return int((time.monotonic() - self._clock_last) / self._tick_s)
+
+    def _advance_clock(self, limit: int | None = None) -> int:
+        """Run (up to ``limit`` of) the ticks that elapsed on the monotonic clock; returns
+        how many are still due."""
+        n = self._pending_ticks()
         if n <= 0:
-            return
-        self._clock_last += n * self._tick_s
-        for _ in range(n):
+            return 0
+        k = n if limit is None else min(n, limit)
+        self._clock_last += k * self._tick_s
+        for _ in range(k):
             self.core.tick()
         self._wake.set()
+        return n - k
 
     async def _ticker(self) -> None:
+        """Tick by the monotonic clock. After a stall (GC, CPU starvation, SIGSTOP) the
+        missed ticks are caught up a few at a time, letting the loop read the messages that
+        arrived meanwhile in between, so a node that was merely slow does not mistake its own
+        stall for silence of its peers (no needless step-down or election)."""
         while not self._stopping:
             await asyncio.sleep(self._tick_s)
-            self._advance_clock()
+            while self._advance_clock(limit=CATCH_UP_TICKS_PER_STEP) > 0:
+                await asyncio.sleep(0)
 
     def _on_message(self, m: Message) -> None:
         if self._stopping:

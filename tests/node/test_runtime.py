@@ -115,9 +115,8 @@ def test_snapshots_compact_the_wal_and_recovery_uses_them(tmp_path: Path) -> Non
         rt = await _started(cfg)
         await _workload(rt)
         await _until(lambda: rt.snapshots.latest() is not None)
-        await _until(lambda: rt.storage.snapshot().meta.index > 0)
-        snap = rt.storage.snapshot().meta.index
-        assert rt.wal.snapshot_index == snap
+        # The WAL records the snapshot and drops what it covers (it may trail the core).
+        await _until(lambda: 0 < rt.wal.snapshot_index == rt.storage.snapshot().meta.index)
         before = _snapshot_of_state(rt)
         applied = rt.applied_index
         await rt.stop()
