@@ -27,7 +27,7 @@ Short runs, as CI does (3 runs of 30 s, one per nemesis mix)::
 
     scripts/verify-short
 
-A soak of >= 20 runs of >= 60 s cycling through every nemesis kind (about 35 minutes on two
+A soak of >= 20 runs of >= 60 s cycling through every nemesis kind (about 30 minutes on two
 cores; each run writes its report under ``verify-reports/``)::
 
     VERIFY_RUNS=24 VERIFY_DURATION=60 scripts/verify-short
