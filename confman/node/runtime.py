@@ -166,7 +166,8 @@ class Runtime:
         self.applied_index = 0
         #: What to do when the node cannot continue safely (tests replace it).
         self.fatal: Callable[[int], None] = os._exit
-        #: Called on the loop after every applied batch with (entries, results).
+        #: Called on the loop after every applied batch with (entries, results), and with
+        #: two empty lists after a snapshot replaced the state.
         self.on_applied: list[Callable[[list[Entry], list[ApplyResult]], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -690,6 +691,10 @@ class Runtime:
         self._wake_applied_waiters()
         self.metrics.applied_index.set(self.applied_index)
         self._maybe_snapshot()
+        self._notify_applied(entries, results)
+
+    def _notify_applied(self, entries: list[Entry], results: list[ApplyResult]) -> None:
+        """Run the ``on_applied`` callbacks (empty lists after a snapshot install)."""
         for cb in self.on_applied:
             try:
                 cb(entries, results)
@@ -735,6 +740,7 @@ class Runtime:
                 ReplicationTimeout("outcome unknown: state replaced by a snapshot"),
             )
         self._wake_applied_waiters()
+        self._notify_applied([], [])
         log.info("installed snapshot at %d (term %d)", snap.meta.index, snap.meta.term)
 
     def _maybe_snapshot(self) -> None:
