@@ -86,7 +86,11 @@ class _Proposal:
 
 
 class _SnapshotSink:
-    """Receives a snapshot stream from the leader into this node's snapshot store."""
+    """Receives a snapshot stream from the leader into this node's snapshot store.
+
+    ``finish`` runs on the event loop, so it only parks the received file: fsync and full
+    verification happen off the loop when the core hands the snapshot out (``_settle``).
+    """
 
     def __init__(self, runtime: Runtime, msg: Message) -> None:
         self._rt = runtime
@@ -97,13 +101,12 @@ class _SnapshotSink:
         self._rx.write(chunk)
 
     def finish(self) -> Message | None:
-        try:
-            info = self._rx.finish()
-        except Exception as exc:
-            log.warning("snapshot from %s rejected: %s", self._msg.frm, exc)
-            return None
-        snap = Snapshot(info.meta, _snapshot_ref(info.path.name))
         m = self._msg
+        if m.snapshot is None:
+            self._rx.abort()
+            return None
+        token = self._rt._park_received(self._rx)
+        snap = Snapshot(m.snapshot.meta, msgpack.packb([2, token]))
         return Message(m.type, m.to, m.frm, m.term, snapshot=snap)
 
     def abort(self) -> None:
@@ -151,6 +154,8 @@ class Runtime:
         )
         self._stopping = False
         self._snapshotting = False
+        self._received: dict[int, SnapshotReceiver] = {}  # parked incoming snapshots
+        self._received_seq = itertools.count(1)
         self._last_snap_index = 0
         self._clock_last = 0.0
         self._leader: str | None = None
@@ -297,6 +302,9 @@ class Runtime:
         if hasattr(self, "transport"):
             await self.transport.stop()
         self._fail_all(NodeStopped("node is stopping"))
+        for rx in self._received.values():
+            rx.abort()
+        self._received.clear()
         loop = asyncio.get_running_loop()
         if self.reader is not None:
             self.reader.close()
@@ -535,6 +543,31 @@ class Runtime:
         self.core.report_snapshot(peer, ok)
         self._wake.set()
 
+    def _park_received(self, rx: SnapshotReceiver) -> int:
+        """Keep a received snapshot file until the core hands it out (or supersedes it)."""
+        token = next(self._received_seq)
+        self._received[token] = rx
+        return token
+
+    async def _settle_snapshot(self, snap: Snapshot) -> Snapshot:
+        """Make a received snapshot durable and verified (off the loop) before it counts."""
+        version, ref = msgpack.unpackb(snap.data)
+        if version == 1:
+            return snap
+        rx = self._received.pop(ref, None)
+        for older in [t for t in self._received if t < ref]:  # superseded by this one
+            self._received.pop(older).abort()
+        if version != 2 or rx is None:
+            raise RuntimeError(f"snapshot at {snap.meta.index}: unknown received file {ref!r}")
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(self._snap_exec, rx.finish)
+        if (info.index, info.term) != (snap.meta.index, snap.meta.term):
+            raise RuntimeError(
+                f"received snapshot file is at ({info.index}, {info.term}), the leader "
+                f"announced ({snap.meta.index}, {snap.meta.term})"
+            )
+        return Snapshot(info.meta, _snapshot_ref(info.path.name))
+
     def _snapshot_file(self, m: Message) -> str | None:
         if m.snapshot is None:
             return None
@@ -576,15 +609,13 @@ class Runtime:
             if early:
                 self.transport.send(early)
         if rd.snapshot is not None:
+            snap = await self._settle_snapshot(rd.snapshot)
             await loop.run_in_executor(
-                self._wal_exec,
-                self.wal.save_snapshot_marker,
-                rd.snapshot.meta.index,
-                rd.snapshot.meta.term,
+                self._wal_exec, self.wal.save_snapshot_marker, snap.meta.index, snap.meta.term
             )
-            self.storage.apply_snapshot(rd.snapshot)
-            self._last_snap_index = rd.snapshot.meta.index
-            await self._apply_q.put(rd.snapshot)
+            self.storage.apply_snapshot(snap)
+            self._last_snap_index = snap.meta.index
+            await self._apply_q.put(snap)
         hs = rd.hard_state
         if hs is not None:
             self.storage.set_hard_state(hs)
