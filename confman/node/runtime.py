@@ -619,10 +619,14 @@ class Runtime:
         hs = rd.hard_state
         if hs is not None:
             self.storage.set_hard_state(hs)
-        # A change of commit index alone is not written: recovery derives it from the
-        # applied index, so every WAL write can be a synced one.
-        vote_changed = hs is not None and (hs.term, hs.vote) != self._persisted_vote
-        if rd.entries or vote_changed:
+        # A change of commit index alone is not written (recovery derives it from the
+        # applied index), unless it commits a membership change: a node that restarted
+        # believing an older configuration could otherwise block every election.
+        must_write = hs is not None and (
+            (hs.term, hs.vote) != self._persisted_vote
+            or any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
+        )
+        if rd.entries or must_write:
             t0 = time.perf_counter()
             sync = "node:ack_before_fsync" not in self.bugs
             await loop.run_in_executor(

@@ -89,15 +89,14 @@ class RawNode:
             self.log.committed = hs.commit
             self.term = hs.term
             self.vote = hs.vote
-        if config.applied:
-            if config.applied > self.log.committed:
-                raise ValueError(f"applied {config.applied} beyond commit {self.log.committed}")
-            if config.applied < self.log.first_index() - 1:
-                raise ValueError(
-                    f"applied {config.applied} is below the snapshot "
-                    f"at {self.log.first_index() - 1}"
-                )
-            self.log.applied = config.applied
+        if config.applied > self.log.committed:
+            raise ValueError(f"applied {config.applied} beyond commit {self.log.committed}")
+        if config.applied < self.log.first_index() - 1:
+            # The state machine must be restored from the snapshot before the core starts.
+            raise ValueError(
+                f"applied {config.applied} is below the snapshot at {self.log.first_index() - 1}"
+            )
+        self.log.applied = config.applied
         self._become_follower(self.term, None)
         self._prev_soft = SoftState(self.leader, self.role)
         self._prev_hard = HardState(self.term, self.vote, self.log.committed)
@@ -261,6 +260,10 @@ class RawNode:
         self._check_can_propose()
         if self.pending_conf_index > self.log.applied:
             raise ProposalDroppedError("a configuration change is still being applied")
+        if not self._committed_in_term():
+            # Single-server changes are only safe once the leader has committed an entry
+            # of its own term (the known flaw of one-at-a-time changes, raft-dev 2015).
+            raise ProposalDroppedError("the new leader has not committed an entry yet")
         confchange.apply_to(self.conf_state(), cc)  # raises ConfChangeError if invalid
         idx = self.log.last_index() + 1
         ent = Entry(self.term, idx, EntryType.CONF_CHANGE, confchange.encode_conf_change(cc))

@@ -239,12 +239,14 @@ class Cluster:
 
     def _boot(self, sn: SimNode) -> None:
         """(Re)start ``sn`` from its disk and its state machine (see ``durable_apply``)."""
-        if self.durable_apply and sn.booted:
+        snap = sn.storage.snapshot()
+        if self.durable_apply and sn.booted and sn.applied >= snap.meta.index:
             # The state machine kept its state and applied index (one SQLite transaction);
             # the core starts from there, with the membership at that index.
             sn.storage.conf_state = sn.conf
         else:
-            snap = sn.storage.snapshot()
+            # No durable state, or a snapshot persisted before the (asynchronous) apply
+            # reached it: restore the snapshot first, as the runtime's recovery does.
             sn.applied = snap.meta.index
             sn.digest = SM_SNAPSHOT.unpack(snap.data)[1] if snap.data else 0
             sn.conf = snap.meta.conf_state
@@ -374,8 +376,16 @@ class Cluster:
         hs = rd.hard_state
         if hs is not None:
             old = st.hard_state
-            if self.lazy_commit and not rd.entries and (hs.term, hs.vote) == (old.term, old.vote):
-                return  # a change of commit alone is not written (recovered at restart)
+            if (
+                self.lazy_commit
+                and not rd.entries
+                and (hs.term, hs.vote) == (old.term, old.vote)
+                and not any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
+            ):
+                # A change of commit alone is not written (recovered at restart), unless it
+                # commits a membership change: forgetting that could leave a restarted node
+                # on an old configuration that can no longer elect anyone.
+                return
             chk.hard_state(sn.id, hs)
             st.set_hard_state(hs)
 

@@ -176,12 +176,14 @@ def test_invalid_conf_changes_rejected() -> None:
     assert leader.apply_conf_change(ConfChange(CC.ADD_VOTER, "n2")) == before
 
 
-def test_new_leader_blocks_conf_change_until_uncommitted_tail_applied() -> None:
+def test_conf_change_refused_until_new_leader_commits_in_its_term() -> None:
     c = Cluster()
-    c.elect("n1")
-    c.dropped |= {("n2", "n1"), ("n3", "n1")}
-    leader = c.nodes["n1"]
-    leader.propose(b"x")
-    c.deliver()
-    assert leader.pending_conf_index <= leader.applied
-    c.heal()
+    c.filter = lambda m: not (m.to == "n1" and m.type == MT.APPEND_RESP)
+    leader = c.elect("n1")
+    assert leader.commit_index < leader.log.last_index()  # its no-op is not committed
+    with pytest.raises(ProposalDroppedError, match="not committed"):
+        leader.propose_conf_change(ConfChange(CC.ADD_LEARNER, "n4"))
+    c.filter = None
+    c.tick(8)
+    assert leader.commit_index == leader.log.last_index()
+    leader.propose_conf_change(ConfChange(CC.ADD_LEARNER, "n4"))
