@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from confman.raft.node import RawNode
 from confman.raft.progress import ProgressState
 from confman.raft.types import (
     ConfState,
@@ -294,23 +295,29 @@ def test_commit_index_is_persisted_in_hard_state() -> None:
     assert c.storage["n2"].hard_state.commit == leader.commit_index
 
 
-def test_snapshot_sent_to_follower_behind_compaction() -> None:
+def _leader_compacted_past_n3(writes: int, data: bytes) -> tuple[Cluster, RawNode]:
+    """n1 leads and has compacted its log into a snapshot while n3 was cut off."""
     c = Cluster()
     leader = c.elect("n1")
     c.isolate("n3")
-    for i in range(20):
+    for i in range(writes):
         leader.propose(f"v{i}".encode())
     c.deliver()
     st = c.storage["n1"]
-    applied = leader.applied
-    st.create_snapshot(applied, ConfState(("n1", "n2", "n3")), b"state@" + str(applied).encode())
-    st.compact(applied)
+    st.create_snapshot(leader.applied, ConfState(("n1", "n2", "n3")), data)
+    st.compact(leader.applied)
     c.heal()
+    return c, leader
+
+
+def test_snapshot_sent_to_follower_behind_compaction() -> None:
+    c, leader = _leader_compacted_past_n3(20, b"state@snap")
+    applied = c.storage["n1"].snapshot().meta.index
     c.tick(8)
     c.deliver()
     n3st = c.storage["n3"]
     assert n3st.snapshot().meta.index == applied
-    assert n3st.snapshot().data == b"state@" + str(applied).encode()
+    assert n3st.snapshot().data == b"state@snap"
     assert c.nodes["n3"].commit_index == leader.commit_index
     leader.propose(b"after")
     c.deliver()
@@ -319,16 +326,8 @@ def test_snapshot_sent_to_follower_behind_compaction() -> None:
 
 
 def test_lost_snapshot_is_retried() -> None:
-    c = Cluster()
-    leader = c.elect("n1")
-    c.isolate("n3")
-    for i in range(5):
-        leader.propose(f"v{i}".encode())
-    c.deliver()
+    c, leader = _leader_compacted_past_n3(5, b"s")
     st = c.storage["n1"]
-    st.create_snapshot(leader.applied, ConfState(("n1", "n2", "n3")), b"s")
-    st.compact(leader.applied)
-    c.heal()
     c.filter = lambda m: m.type != MT.SNAPSHOT
     c.tick(10)
     assert leader.prs["n3"].state == ProgressState.SNAPSHOT
