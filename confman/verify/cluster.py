@@ -11,6 +11,9 @@ of that directed link, so each direction of each link can be cut on its own::
 
 `close()` always SIGKILLs every process and stops every proxy; an ``atexit`` hook does the
 same for clusters that were never closed. Node output goes to ``<base>/<node>/node.log``.
+
+``ProcessCluster(..., proxies=False)`` points members straight at each other's raft port (no
+proxy hop, for benchmarks); the link methods (`cut`, `partition`, `latency`, ...) then raise.
 """
 
 from __future__ import annotations
@@ -191,6 +194,7 @@ class ProcessCluster:
         node_extra: Mapping[str, Mapping[str, Any]] | None = None,
         log_level: str = "info",
         env: Mapping[str, str] | None = None,
+        proxies: bool = True,
     ) -> None:
         if n < 1:
             raise ValueError("a cluster needs at least one node")
@@ -198,6 +202,7 @@ class ProcessCluster:
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="confman-cluster-")).resolve()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.election_timeout_ms = election_timeout_ms
+        self.proxies = proxies
         self.ids = [f"node{i + 1}" for i in range(n)]
         if ports is None:
             flat = free_ports(2 * n)
@@ -223,7 +228,7 @@ class ProcessCluster:
         self.links: dict[tuple[str, str], LinkProxy] = {}
         _LIVE.add(self)
         try:
-            for a, b in itertools.permutations(self.ids, 2):
+            for a, b in itertools.permutations(self.ids, 2) if proxies else ():
                 self.links[(a, b)] = self._proxy_thread.proxy(
                     ("127.0.0.1", self.nodes[b].raft_port), name=f"{a}->{b}"
                 )
@@ -253,7 +258,8 @@ class ProcessCluster:
         me = self.nodes[nid]
         members = []
         for other in self.ids:
-            raft_port = me.raft_port if other == nid else self.links[(nid, other)].port
+            link = self.links.get((nid, other))
+            raft_port = link.port if link is not None else self.nodes[other].raft_port
             members.append(
                 {"id": other, "raft": f"127.0.0.1:{raft_port}", "http": self.nodes[other].url}
             )
@@ -459,8 +465,13 @@ class ProcessCluster:
         self.node(nid).expect_down = True
 
     # ------------------------------------------------------------------ network
+    def _need_proxies(self) -> None:
+        if not self.proxies:
+            raise ClusterError("this cluster was built with proxies=False: links cannot be cut")
+
     def set_link(self, a: str, b: str, mode: Mode, *, latency_ms: float | None = None) -> None:
         """Set the mode (and latency) of the directed link a → b."""
+        self._need_proxies()
         self.links[(self.node(a).id, self.node(b).id)].set_mode(mode, latency_ms=latency_ms)
 
     def cut(self, a: str, b: str, mode: Mode = "drop") -> None:
@@ -507,6 +518,7 @@ class ProcessCluster:
 
     def latency(self, ms: float, links: Iterable[tuple[str, str]] | None = None) -> None:
         """Add latency to the given links (default all), keeping their mode."""
+        self._need_proxies()
         for key in links or list(self.links):
             p = self.links[key]
             p.set_mode(p.mode, latency_ms=ms)
