@@ -1,0 +1,1 @@
+"""Side-by-side benchmark runner: Confman vs etcd (``python -m benchmarks.compare``)."""
