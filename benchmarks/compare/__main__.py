@@ -303,7 +303,7 @@ def memory(name: str, keys: int, size: int, log: Callable[[str], None]) -> dict[
     system = make_system(name, base)
     try:
         system.start()
-        took = drivers.preload(system, keys, size, conns=64)
+        took, errs = drivers.preload(system, keys, size, conns=64)
         deadline = time.monotonic() + 60
         while not system.applied_equal():  # type: ignore[attr-defined]
             if time.monotonic() > deadline:
@@ -311,8 +311,8 @@ def memory(name: str, keys: int, size: int, log: Callable[[str], None]) -> dict[
             time.sleep(0.2)
         time.sleep(2.0)
         rss = {n: rss_kib(pid) for n, pid in system.pids().items()}
-        log(f"  {name}: loaded {keys} keys in {took:.1f} s; RSS KiB {rss}")
-        return {"keys": keys, "load_s": round(took, 2), "rss_kib": rss,
+        log(f"  {name}: loaded {keys} keys in {took:.1f} s; RSS KiB {rss}; retried {errs}")
+        return {"keys": keys, "load_s": round(took, 2), "rss_kib": rss, "load_errors": errs,
                 "max_kib": max(rss.values())}  # fmt: skip
     finally:
         system.close()
@@ -384,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
             systems[name] = make_system(name, base)
             systems[name].start()
             info[f"{name}_version"] = systems[name].version()
-            took = drivers.preload(systems[name], args.keys, args.value_size)
-            log(f"  pre-loaded {args.keys} keys of {args.value_size} B in {took:.1f} s")
+            took, errs = drivers.preload(systems[name], args.keys, args.value_size)
+            info[f"{name}_preload_errors"] = errs
+            log(f"  pre-loaded {args.keys} keys of {args.value_size} B in {took:.1f} s"
+                + (f" (failed attempts, retried: {errs})" if errs else ""))  # fmt: skip
         total = len(rows) * args.repeat * len(systems) * len(args.driver)
         n = 0
         for wl, clients in rows:

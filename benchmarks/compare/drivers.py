@@ -121,10 +121,12 @@ def _pick(rng: random.Random, mode: str, reads: list[Req], writes: list[Req]) ->
     return reads[rng.randrange(len(reads))]
 
 
-async def _send(session: aiohttp.ClientSession, req: Req, errors: Counter[str]) -> bool:
+async def _send(
+    session: aiohttp.ClientSession, req: Req, errors: Counter[str], follow: bool = False
+) -> bool:
     try:
         async with session.request(
-            req.method, req.url, data=req.body, headers=req.headers, allow_redirects=False
+            req.method, req.url, data=req.body, headers=req.headers, allow_redirects=follow
         ) as resp:
             await resp.read()
             if 200 <= resp.status < 300:
@@ -255,21 +257,22 @@ async def _preload(reqs: Sequence[Req], conns: int) -> Counter[str]:
 
         async def worker() -> None:
             for req in it:
-                for _ in range(20):
-                    if await _send(session, req, errors):
+                for _ in range(200):  # a leader change may happen under this burst
+                    if await _send(session, req, errors, follow=True):
                         break
                     await asyncio.sleep(0.05)
                 else:
-                    raise RuntimeError(f"pre-load: {req.url} failed 20 times: {dict(errors)}")
+                    raise RuntimeError(f"pre-load: {req.url} failed 200 times: {dict(errors)}")
 
         await asyncio.gather(*(worker() for _ in range(conns)))
     return errors
 
 
-def preload(system: System, count: int, size: int, conns: int = 32) -> float:
-    """Write keys 0..count-1 (the workloads' key names) to the leader; seconds taken."""
+def preload(system: System, count: int, size: int, conns: int = 32) -> tuple[float, dict[str, int]]:
+    """Write keys 0..count-1 (the workloads' key names) to the leader, following redirects
+    and retrying failures; seconds taken and the failed attempts by kind."""
     url = system.leader_url()
     reqs = [system.request(url, "write", i, size, "local", False) for i in range(count)]
     t0 = time.monotonic()
-    uvloop.run(_preload(reqs, conns))
-    return time.monotonic() - t0
+    errors = uvloop.run(_preload(reqs, conns))
+    return time.monotonic() - t0, dict(errors)
