@@ -302,3 +302,12 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert all(r["ok"] > 0 for r in report["runs"]), report["runs"]
     assert report["failover"]["confman"]["p50_s"] > 0 and report["memory"]["etcd"]["max_kib"] > 0
     assert (tmp_path / "table.txt").exists()
+
+
+def test_chart_without_matplotlib_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    msg = cli.chart(tmp_path / "c.png", [("write", "1")], {"wrk": {}}, "wrk")
+    assert "matplotlib is missing" in msg and ".[bench]" in msg
+    assert not (tmp_path / "c.png").exists()
