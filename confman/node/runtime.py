@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -62,6 +62,7 @@ from confman.raft.types import (
 log = logging.getLogger("confman.node")
 
 #: Messages a leader may send before its own copy of the entries is durable (thesis §10.2.1).
+_T = TypeVar("_T")
 _EARLY = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
 #: Ticks run per loop iteration while catching up after a stall.
 CATCH_UP_TICKS_PER_STEP = 2
@@ -160,6 +161,7 @@ class Runtime:
         self._clock_last = 0.0
         self._leader: str | None = None
         self._role = Role.FOLLOWER
+        self._leader_term = 0
         self._persisted_vote: tuple[int, str | None] = (0, None)
         self.core: RawNode
         self.storage: MemoryStorage
@@ -402,7 +404,7 @@ class Runtime:
         self._wake.set()
         t = self.cfg.replication_timeout_ms / 1000 if timeout is None else timeout
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), t)
+            return await _wait(fut, t)
         except TimeoutError:
             self.metrics.proposal_failures.labels(reason="timeout").inc()
             raise ReplicationTimeout(
@@ -451,7 +453,7 @@ class Runtime:
         self._wake.set()
         deadline = time.monotonic() + timeout
         try:
-            index = await asyncio.wait_for(asyncio.shield(fut), timeout)
+            index = await _wait(fut, timeout)
         except TimeoutError:
             fut.cancel()
             self._forget_read(fut)
@@ -471,7 +473,7 @@ class Runtime:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._applied_waiters, (index, next(self._seq), fut))
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            await _wait(fut, timeout)
         except TimeoutError:
             fut.cancel()
             self._applied_waiters = [w for w in self._applied_waiters if w[2] is not fut]
@@ -516,8 +518,15 @@ class Runtime:
         self._clock_last += k * self._tick_s
         for _ in range(k):
             self.core.tick()
+        self._send_heartbeats()
         self._wake.set()
         return n - k
+
+    def _send_heartbeats(self) -> None:
+        """Send heartbeats and their responses now, even while the Ready loop waits for an
+        fsync: a slow disk must not look like a dead leader or a lost quorum."""
+        if msgs := self.core.take_heartbeats():
+            self.transport.send(msgs)
 
     async def _ticker(self) -> None:
         """Tick by the monotonic clock. After a stall (GC, CPU starvation, SIGSTOP) the
@@ -533,6 +542,7 @@ class Runtime:
         if self._stopping:
             return
         self.core.step(m)
+        self._send_heartbeats()
         self._wake.set()
 
     def _on_unreachable(self, peer: str) -> None:
@@ -663,13 +673,28 @@ class Runtime:
                 Role.PRE_CANDIDATE,
             ):
                 self.metrics.elections.inc()
+                log.warning(
+                    "node %s: starting an election in term %d (leader last heard %d ms ago)",
+                    self.id,
+                    self.core.term,
+                    self.last_contact_ms(),
+                )
             if self._role == Role.LEADER:
+                log.warning(
+                    "node %s: stepped down as leader of term %d (now %s in term %d)",
+                    self.id,
+                    self._leader_term,
+                    ROLE_NAMES[role],
+                    self.core.term,
+                )
                 # Reads waiting on a leadership confirmation will never get it now.
                 for fs in self._read_waiters.values():
                     for f in fs:
                         _set_exc(f, NoLeader("leadership lost"))
                 self._read_waiters.clear()
             self._role = role
+            if role == Role.LEADER:
+                self._leader_term = self.core.term
             for r in ROLE_NAMES.values():
                 self.metrics.role.labels(role=r).set(0)
             self.metrics.role.labels(role=ROLE_NAMES[role]).set(1)
@@ -826,6 +851,29 @@ class Runtime:
                     continue
                 m.lag_entries.labels(peer=p).set(last - pr.match)
                 m.lag_seconds.labels(peer=p).set((core.tick_count - pr.last_contact) * self._tick_s)
+
+
+async def _wait(fut: asyncio.Future[_T], timeout: float) -> _T:
+    """``fut``'s result, or TimeoutError after ``timeout`` s; ``fut`` itself is never
+    cancelled (like ``wait_for(shield(fut))``, with one future and one timer less)."""
+    if not fut.done():
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        handle = loop.call_later(timeout, wake)
+        fut.add_done_callback(wake)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            fut.remove_done_callback(wake)
+        if not fut.done():
+            raise TimeoutError
+    return fut.result()
 
 
 def _set_result(f: asyncio.Future[Any], value: Any) -> None:

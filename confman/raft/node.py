@@ -100,6 +100,8 @@ class RawNode:
         self._become_follower(self.term, None)
         self._prev_soft = SoftState(self.leader, self.role)
         self._prev_hard = HardState(self.term, self.vote, self.log.committed)
+        #: (term, vote) of the last hard state the runtime confirmed durable (``advance``).
+        self._stable_term_vote = (self.term, self.vote)
         self._ready_pending = False
 
     # ------------------------------------------------------------------ observers
@@ -789,9 +791,26 @@ class RawNode:
         self._ready_pending = True
         return rd
 
+    def take_heartbeats(self) -> list[Message]:
+        """Heartbeats and heartbeat responses that may be sent now, ahead of ``ready()``.
+
+        They promise nothing about the log, so a runtime may send them while a Ready is still
+        being persisted (a slow fsync must not look like a dead leader or a lost quorum).
+        Only when the current term and vote are already durable: a message must never carry
+        a term this node could forget in a crash. Other messages stay for ``ready()``.
+        """
+        if not self.msgs or (self.term, self.vote) != self._stable_term_vote:
+            return []
+        out = [m for m in self.msgs if m.type in _HEARTBEATS]
+        if out:
+            self.msgs = [m for m in self.msgs if m.type not in _HEARTBEATS]
+        return out
+
     def advance(self, rd: Ready) -> None:
         """The runtime persisted, sent and applied what ``rd`` asked for."""
         self._ready_pending = False
+        if rd.hard_state is not None:
+            self._stable_term_vote = (rd.hard_state.term, rd.hard_state.vote)
         if rd.snapshot is not None:
             self.log.stable_snap_to(rd.snapshot.meta.index)
             self.log.applied_to(rd.snapshot.meta.index)
@@ -804,6 +823,9 @@ class RawNode:
                 me = self.prs.get(self.id)
                 if me is not None and me.maybe_update(last.index) and self._maybe_commit():
                     self._bcast_append()
+
+
+_HEARTBEATS = frozenset({MT.HEARTBEAT, MT.HEARTBEAT_RESP})
 
 
 def _with_term(m: Message, term: int) -> Message:

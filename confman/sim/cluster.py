@@ -96,6 +96,9 @@ class Cluster:
         #: Write the hard state only with entries or a new term or vote, as the runtime
         #: does; a restart recovers commit from the applied index and the snapshot.
         self.lazy_commit = modes & 8 == 8
+        #: Send heartbeats and their responses as soon as they exist, even while a Ready
+        #: is being persisted, as the runtime does (``RawNode.take_heartbeats``).
+        self.early_heartbeats = random.Random(f"early-heartbeats-{seed}").random() < 0.5
         self.ev(
             "runtime: "
             + ", ".join(
@@ -104,6 +107,7 @@ class Cluster:
                     "durable state machine" if self.durable_apply else "volatile state machine",
                     "async apply" if self.apply_lag else "sync apply",
                     "lazy commit" if self.lazy_commit else "commit written",
+                    "early heartbeats" if self.early_heartbeats else "heartbeats in Ready",
                 ]
             )
         )
@@ -329,6 +333,8 @@ class Cluster:
             if raw.commit_index != sn.commit:
                 chk.commit(sn.id, raw.commit_index, raw.term, raw.log, leading)
                 sn.commit = raw.commit_index
+            if self.early_heartbeats:
+                self._send_early(sn, raw.take_heartbeats())
             if sn.pending is not None or not raw.has_ready():
                 return
             rd = raw.ready()
@@ -411,6 +417,20 @@ class Cluster:
             self._crash(sn, "right after voting", (1, 3))
             return True
         return False
+
+    def _send_early(self, sn: SimNode, msgs: list[Message]) -> None:
+        """Send heartbeats outside a Ready; each must carry a term already on disk."""
+        durable = sn.storage.hard_state.term
+        for m in msgs:
+            if m.term > durable:
+                raise Violation(
+                    "term-durability",
+                    f"{sn.id} sent {describe(m)} in term {m.term}, its disk has term {durable}",
+                    (sn.id,),
+                    m.term,
+                    0,
+                )
+        self._send(sn, msgs, durable=True)
 
     def _finish(self, sn: SimNode, rd: Ready) -> None:
         """Hand out what ``rd`` committed, serve its reads, advance.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from confman.raft.types import MessageType, NotLeaderError, ReadState, Role
+from confman.raft.types import Message, MessageType, NotLeaderError, ReadState, Role
 from tests.raft.harness import Cluster
 
 MT = MessageType
@@ -146,3 +146,39 @@ def test_leader_with_one_of_two_followers_keeps_leading() -> None:
     st = leader.status()
     assert st["role"] == "leader"
     assert st["progress"]["n3"]["last_contact_ticks"] >= 90  # type: ignore[index]
+
+
+def test_heartbeats_taken_ahead_of_ready_keep_a_leader_whose_disk_is_slow() -> None:
+    """A leader whose Ready is stuck in a slow fsync still heartbeats, and followers answer
+    outside their own Ready, so check-quorum keeps it leading."""
+    c = Cluster()
+    leader = c.elect("n1")
+    for _ in range(4 * leader.cfg.election_tick_max):
+        for n in c.nodes.values():
+            n.tick()
+        for m in leader.take_heartbeats():
+            assert m.type == MessageType.HEARTBEAT
+            c.nodes[m.to].step(m)
+            for r in c.nodes[m.to].take_heartbeats():
+                assert r.type == MessageType.HEARTBEAT_RESP
+                leader.step(r)
+    # No Ready was ever handled (the "fsync" never returned), yet nobody lost the leader.
+    assert leader.role == Role.LEADER
+    assert all(c.nodes[i].leader == "n1" for i in ("n2", "n3"))
+    assert not any(m.type == MessageType.HEARTBEAT for m in leader.ready().messages)
+
+
+def test_heartbeats_are_not_taken_before_a_new_term_is_durable() -> None:
+    c = Cluster()
+    c.elect("n1")
+    n2 = c.nodes["n2"]
+    old = n2.term
+    n2.step(Message(MessageType.HEARTBEAT, "n2", "n1", old + 1))  # a newer leader's heartbeat
+    assert n2.term == old + 1
+    assert n2.take_heartbeats() == []  # the response would carry a term not yet on disk
+    rd = n2.ready()
+    assert rd.hard_state is not None and rd.hard_state.term == old + 1
+    assert any(m.type == MessageType.HEARTBEAT_RESP for m in rd.messages)
+    n2.advance(rd)
+    n2.step(Message(MessageType.HEARTBEAT, "n2", "n1", old + 1))
+    assert [m.type for m in n2.take_heartbeats()] == [MessageType.HEARTBEAT_RESP]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sqlite3
 import struct
 import tempfile
@@ -82,6 +81,27 @@ def _crc_of(f: BinaryIO, size: int, out: BinaryIO | None = None) -> tuple[int, i
             out.write(chunk)
         done += len(chunk)
     return crc, done
+
+
+_SYNC_STEP = 8 << 20
+
+
+def _copy_in_steps(src: BinaryIO, out: BinaryIO) -> None:
+    """Copy ``src`` to ``out``, flushing to disk every few MiB.
+
+    One large flush at the end would hold up every other fsync on the file system (ext4
+    commits its journal in order) for as long as it takes: the WAL's fdatasync would wait,
+    and with it the heartbeats and acknowledgements of the node.
+    """
+    unsynced = 0
+    while chunk := src.read(_CHUNK):
+        out.write(chunk)
+        unsynced += len(chunk)
+        if unsynced >= _SYNC_STEP:
+            out.flush()
+            os.fdatasync(out.fileno())
+            unsynced = 0
+    out.flush()
 
 
 def _header_bytes(index: int, term: int, conf: ConfState, size: int, crc: int) -> bytes:
@@ -304,6 +324,9 @@ class SnapshotStore:
             source = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=ro", uri=True)
             target = sqlite3.connect(copy)
             try:
+                # The copy is scratch (only the snapshot file below is kept): no fsync of it,
+                # and it is unlinked before the kernel would write it back.
+                target.execute("PRAGMA synchronous=OFF")
                 source.backup(target)
                 target.execute("PRAGMA journal_mode=DELETE")  # a self-contained file
                 meta = read_meta(target)
@@ -326,8 +349,7 @@ class SnapshotStore:
         try:
             with os.fdopen(fd, "wb") as out, open(copy, "rb") as f:
                 out.write(_header_bytes(index, term, conf, size, crc))
-                shutil.copyfileobj(f, out, _CHUNK)
-                out.flush()
+                _copy_in_steps(f, out)
                 os.fsync(out.fileno())
             return self._keep(tmp, SnapshotInfo(tmp, index, term, conf, size, crc))
         finally:
