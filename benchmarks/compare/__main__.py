@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import resource
@@ -266,7 +267,9 @@ def machine_info() -> dict[str, Any]:
 def measure(
     system: System, wl: Workload, clients: int | str, driver: str, args: argparse.Namespace
 ) -> Run:
-    """Warm-up, then one measured run; driver CPU time and elections are added to extra."""
+    """Wait until the system is healthy, warm up, then one measured run; driver CPU time,
+    elections and the load average are added to extra."""
+    system.wait_healthy(60)
     conns = args.open_conns if wl.rate else int(clients)
     use = "python" if wl.rate else driver
     fn = drivers.run_python if use == "python" else drivers.run_wrk
@@ -285,19 +288,27 @@ def measure(
     run.extra["driver"] = use
     run.extra["driver_cpu_cores"] = round(cpu / max(run.seconds, 1e-9), 2)
     run.extra["elections"] = max(0, system.term() - term0)
+    run.extra["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     return run
 
 
 def failover(system: System, trials: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """``trials`` kill -9 failovers; p50/p99/max in seconds and every trial."""
-    times = []
+    """``trials`` kill -9 failovers; p50/p99/max in seconds, every trial, failed trials."""
+    times: list[float] = []
+    failed: list[str] = []
     for n in range(trials):
-        t = system.failover_trial(n)
+        try:
+            t = system.failover_trial(n)
+        except (RuntimeError, AssertionError, OSError) as exc:
+            failed.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+            log(f"  {system.name} failover {n + 1}/{trials}: FAILED {failed[-1][:120]}")
+            continue
         times.append(t)
         log(f"  {system.name} failover {n + 1}/{trials}: {t * 1000:.0f} ms")
-    s = sorted(times)
+    s = sorted(times) or [math.nan]
     return {
         "trials": times,
+        "failed": failed,
         "p50_s": round(statistics.median(s), 4),
         "p99_s": round(s[max(0, -(-99 * len(s) // 100) - 1)], 4),
         "max_s": round(s[-1], 4),
@@ -403,7 +414,12 @@ def main(argv: list[str] | None = None) -> int:
                 for driver in args.driver if not wl.rate else ["python"]:
                     for name in order:
                         n += 1
-                        run = measure(systems[name], wl, clients, driver, args)
+                        try:
+                            run = measure(systems[name], wl, clients, driver, args)
+                        except (RuntimeError, AssertionError, OSError) as exc:
+                            # a cluster that stays leaderless: record, go on with the rest
+                            msg = f"runner: {type(exc).__name__}: {str(exc)[:80]}"
+                            run = Run(0, 0.0, {msg: 1}, {}, 0.0, {"driver": driver})
                         rec = {
                             "system": name,
                             "workload": wl.name,
@@ -414,9 +430,10 @@ def main(argv: list[str] | None = None) -> int:
                         }
                         raw.append(rec)
                         errs = f" errors {run.errors}" if run.errors else ""
-                        el = rec["elections"]
+                        el = rec.get("elections")
                         log(
-                            f"[{n}/{total}] {wl.name:<18} c={clients!s:<6} {name:<8} "
+                            f"{time.strftime('%H:%M:%S')} [{n}/{total}] "
+                            f"{wl.name:<18} c={clients!s:<6} {name:<8} "
                             f"{rec['driver']:<6} {run.rate:>9,.0f} req/s  p50 {rec['p50_ms']} "
                             f"p99 {rec['p99_ms']} ms{errs}{f' ELECTIONS {el}' if el else ''}"
                         )

@@ -74,6 +74,7 @@ class System(Protocol):
     def term(self) -> int: ...
     def version(self) -> str: ...
     def failover_trial(self, n: int) -> float: ...
+    def wait_healthy(self, timeout: float = 60.0) -> str: ...
 
 
 # ---------------------------------------------------------------------------------- Confman
@@ -154,6 +155,10 @@ class ConfmanSystem:
             return version("confman")
         except Exception:  # pragma: no cover - not installed as a distribution
             return "unknown"
+
+    def wait_healthy(self, timeout: float = 60.0) -> str:
+        """Every node ready with one leader and the same applied index; the leader's URL."""
+        return self.c.url(wait_settled(self.c, timeout=timeout)).rstrip("/")
 
     def failover_trial(self, n: int) -> float:
         """kill -9 of the leader -> first 2xx write (bench_failover's trial), seconds."""
