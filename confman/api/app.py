@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +115,7 @@ def _middleware(ctx: ApiContext) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
-        cid = correlation_id(request) or uuid.uuid4().hex
+        cid = correlation_id(request) or os.urandom(16).hex()
         token = CORRELATION_ID.set(cid)  # for log records emitted while handling it
         try:
             resp = await _dispatch(request, handler, ctx, cid)
@@ -200,7 +200,7 @@ class _ProblemRequestHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         plain = super().handle_error(request, status, exc, message)  # logs; may raise
-        cid = uuid.uuid4().hex
+        cid = os.urandom(16).hex()
         detail = (message or "").strip() or ("Malformed HTTP request" if status < 500 else "")
         problem = Problem(status, detail=detail[:300])
         resp = web.Response(

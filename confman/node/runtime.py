@@ -62,6 +62,10 @@ from confman.raft.types import (
 log = logging.getLogger("confman.node")
 
 #: Messages a leader may send before its own copy of the entries is durable (thesis §10.2.1).
+#: Committed entries applied in one go on the loop before it yields.
+APPLY_SLICE = 256
+#: Applied entries between two SQLite checkpoints (run off the loop).
+CHECKPOINT_EVERY = 2000
 _T = TypeVar("_T")
 _EARLY = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
 #: Ticks run per loop iteration while catching up after a stall.
@@ -140,6 +144,8 @@ class Runtime:
         self._wal_exec = ThreadPoolExecutor(1, thread_name_prefix=f"{self.id}-wal")
         self._apply_exec = ThreadPoolExecutor(1, thread_name_prefix=f"{self.id}-apply")
         self._snap_exec = ThreadPoolExecutor(1, thread_name_prefix=f"{self.id}-snap")
+        self._since_checkpoint = 0
+        self._checkpointing = False
         self._wake = asyncio.Event()
         self._pending: list[_Proposal] = []
         self._waiting: dict[int, tuple[int, _Proposal]] = {}  # index -> (term, proposal)
@@ -730,11 +736,24 @@ class Runtime:
                 return
 
     async def _apply(self, entries: list[Entry], conf_states: dict[int, ConfState]) -> None:
+        # On the loop thread, in slices. A worker thread would trade the GIL back and forth
+        # with the busy loop at every SQLite call: measured 10x slower than the work itself.
+        # Nothing here waits for the disk (synchronous=NORMAL; checkpoints run elsewhere).
+        for start in range(0, len(entries), APPLY_SLICE):
+            if start:
+                await asyncio.sleep(0)  # let heartbeats and requests through
+            await self._apply_slice(entries[start : start + APPLY_SLICE], conf_states)
+
+    async def _apply_slice(self, entries: list[Entry], conf_states: dict[int, ConfState]) -> None:
         t0 = time.perf_counter()
-        results = await asyncio.get_running_loop().run_in_executor(
-            self._apply_exec, self.sm.apply, entries, conf_states
-        )
+        results = self.sm.apply(entries, conf_states)
         self.metrics.apply_latency.observe(time.perf_counter() - t0)
+        self._since_checkpoint += len(entries)
+        if self._since_checkpoint >= CHECKPOINT_EVERY and not self._checkpointing:
+            self._since_checkpoint = 0
+            self._checkpointing = True
+            task = asyncio.create_task(self._checkpoint(), name=f"{self.id}-checkpoint")
+            self._tasks.append(task)
         self.applied_index = entries[-1].index
         now = time.perf_counter()
         for e, res in zip(entries, results, strict=True):
@@ -802,6 +821,15 @@ class Runtime:
         self._wake_applied_waiters()
         self._notify_applied([], [])
         log.info("installed snapshot at %d (term %d)", snap.meta.index, snap.meta.term)
+
+    async def _checkpoint(self) -> None:
+        """Copy SQLite's WAL into the database on the snapshot thread (never on the loop)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._snap_exec, self.sm.checkpoint)
+        except Exception:
+            log.exception("SQLite checkpoint failed")
+        finally:
+            self._checkpointing = False
 
     def _maybe_snapshot(self) -> None:
         if (

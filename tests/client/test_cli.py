@@ -4,6 +4,7 @@ from ``$CONFMAN_API_KEY``, and errors a person can act on."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner, Result
@@ -93,7 +94,12 @@ def test_errors_are_one_line_explanations(healthy: ProcessCluster) -> None:
 
 def test_cluster_status(healthy: ProcessCluster) -> None:
     c = healthy
-    lines = ok(run(c, "cluster", "status")).splitlines()
+    c.wait_ready()  # a loaded machine may have had an election since the fixture checked
+    deadline = time.monotonic() + 15
+    while True:
+        lines = ok(run(c, "cluster", "status")).splitlines()
+        if all(line.split()[2] == "ready" for line in lines[1:]) or time.monotonic() > deadline:
+            break
     assert lines[0].split()[:4] == ["ENDPOINT", "NODE", "STATUS", "ROLE"]
     assert sorted(line.split()[3] for line in lines[1:]) == ["follower", "follower", "leader"]
     nodes = json.loads(ok(run(c, "cluster", "status", "-o", "json")))

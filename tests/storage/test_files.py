@@ -149,3 +149,42 @@ def test_truncate_is_durable_only_after_sync() -> None:
         assert fs.read("/d/a") == b"ab"
         kept.add(fs.crash(seed).read("/d/a"))
     assert kept == {b"ab", b"abcdef"}
+
+
+def test_write_sync_appends_after_earlier_writes(tmp_path) -> None:
+    fs = OSFileSystem()
+    path = str(tmp_path / "seg")
+    f = fs.create(path)
+    f.write(b"head")
+    f.sync()
+    f.write_sync(b"-one")  # type: ignore[attr-defined]
+    f.write_sync(bytes(range(256)) * 300)  # type: ignore[attr-defined]
+    f.close()
+    assert fs.read(path) == b"head-one" + bytes(range(256)) * 300
+
+
+def test_wal_uses_one_call_per_synced_write(tmp_path, monkeypatch) -> None:
+    """The WAL's synced appends take the write_sync path (no separate fdatasync)."""
+    from confman.node.storage import files
+    from confman.node.storage.wal import WAL
+    from confman.raft.types import Entry, HardState
+
+    calls: list[str] = []
+    real_sync = files._OSAppendFile.sync
+    real_write_sync = files._OSAppendFile.write_sync
+    monkeypatch.setattr(
+        files._OSAppendFile, "sync", lambda s: (calls.append("sync"), real_sync(s))[1]
+    )
+    monkeypatch.setattr(
+        files._OSAppendFile,
+        "write_sync",
+        lambda s, d: (calls.append("write_sync"), real_write_sync(s, d))[1],
+    )
+    wal = WAL.open(str(tmp_path / "wal"))
+    calls.clear()
+    wal.save(HardState(1, None, 0), [Entry(1, 1, data=b"x")], True)
+    assert calls == ["write_sync"]
+    wal.close()
+    again = WAL.open(str(tmp_path / "wal"))
+    assert [e.index for e in again.replay().entries] == [1]
+    again.close()

@@ -17,6 +17,7 @@ from typing import Protocol
 __all__ = ["AppendFile", "FileSystem", "OSFileSystem"]
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+_RWF_DSYNC: int = getattr(os, "RWF_DSYNC", 0)
 
 
 class AppendFile(Protocol):
@@ -85,6 +86,17 @@ class _OSAppendFile:
 
     def sync(self) -> None:
         _fdatasync(self._fd)
+
+    def write_sync(self, data: bytes) -> None:
+        """Append ``data`` and make it durable in one system call (RWF_DSYNC), so the
+        calling thread gives up and retakes the GIL once rather than twice.
+
+        Only for a file without unsynced earlier writes (they are not covered).
+        """
+        view = memoryview(data)
+        while view:  # O_APPEND: the offset is ignored, each call appends
+            n = os.pwritev(self._fd, [view], 0, _RWF_DSYNC)
+            view = view[n:]
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self._fd, size)
