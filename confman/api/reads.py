@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -16,6 +16,7 @@ from confman.node.errors import NodeStopped, NoLeader, ReadTimeout
 from confman.node.state.queries import Reader
 
 CONSISTENCY_LEVELS = ("local", "linearizable", "lease")
+_LOCAL_ONLY_HEADERS = ("X-Confman-Consistency", "X-Confman-Min-Index")
 T = TypeVar("T")
 
 
@@ -75,6 +76,24 @@ async def prepare_read(request: web.Request, ctx: ApiContext) -> Reader:
             headers={"Retry-After": "1"},
         )
     return reader
+
+
+def read_entry_locally(
+    request: web.Request, ctx: ApiContext, namespace: str, key: str
+) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """The fast path of the most common read: a ``local`` read (no query parameters and
+    no consistency headers) of an entry that exists. None means: take the general path."""
+    headers = request.headers
+    if request.query_string or any(h in headers for h in _LOCAL_ONLY_HEADERS):
+        return None
+    reader = ctx.rt.reader
+    if reader is None:
+        return None
+    found = reader.get_entry_and_index(namespace, key)
+    if found is None:
+        return None
+    item, index = found
+    return item, read_headers(ctx.rt, index)
 
 
 async def read_state(

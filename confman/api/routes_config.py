@@ -8,7 +8,7 @@ from confman.api.access import caller, namespace
 from confman.api.auth import EDITOR, VIEWER, Principal
 from confman.api.context import ApiContext
 from confman.api.problems import Problem, bad_request
-from confman.api.reads import read_state
+from confman.api.reads import read_entry_locally, read_state
 from confman.api.responses import etag, json_response, write_headers
 from confman.api.routes_namespaces import namespace_missing
 from confman.api.validation import (
@@ -67,7 +67,11 @@ async def get_entry(request: web.Request) -> web.Response:
     ns, key = _names(request, principal)
     if_none = request.headers.get("If-None-Match")
     tags = parse_etags(if_none, "If-None-Match") if if_none is not None else []
-    item, headers = await read_state(request, ctx, lambda r: r.get_entry(ns, key))
+    found = read_entry_locally(request, ctx, ns, key)
+    if found is not None:
+        item, headers = found
+    else:
+        item, headers = await read_state(request, ctx, lambda r: r.get_entry(ns, key))
     if item is None:
         raise entry_missing(ns, key, headers)
     version = item["version"]
@@ -158,8 +162,9 @@ async def delete_entry(request: web.Request) -> web.Response:
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get(ENTRIES, list_entries, allow_head=False)
+    # The hot routes first: aiohttp tries the resources under one path prefix in order.
     router.add_get(ENTRY, get_entry, allow_head=False)
     router.add_put(ENTRY, put_entry)
     router.add_delete(ENTRY, delete_entry)
+    router.add_get(ENTRIES, list_entries, allow_head=False)
     router.add_get(ALL_ENTRIES, list_all, allow_head=False)

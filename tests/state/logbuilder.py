@@ -86,6 +86,8 @@ def replay(machine: StateMachine, log: Log, chunk: int = 7) -> list[ApplyResult]
 def digest_at(tmp: Path, log: Log, index: int) -> str:
     """Digest of a fresh machine that applied ``log`` up to ``index`` in one batch."""
     path = tmp / f"ref-{index}.db"
+    for suffix in ("", "-wal", "-shm"):  # asked twice for one index: start afresh
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
     with StateMachine(path) as machine:
         machine.apply(log.entries[:index], log.conf_states)
         return machine.state_digest()

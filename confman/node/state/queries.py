@@ -99,6 +99,16 @@ class Reader:
         ).fetchone()
         return None if row is None else entry_dict(row)
 
+    def get_entry_and_index(self, namespace: str, key: str) -> tuple[dict[str, Any], int] | None:
+        """An existing entry and the applied index of the state it was read from, in one
+        statement (one implicit read transaction); None when the entry does not exist."""
+        row = self._conn.execute(
+            f"SELECT {ENTRY_COLUMNS}, (SELECT applied_index FROM meta) FROM entries"
+            " WHERE namespace = ? AND key = ?",
+            (namespace, key),
+        ).fetchone()
+        return None if row is None else (entry_dict(row[:-1]), row[-1])
+
     def list_entries(self, namespace: str) -> list[dict[str, Any]]:
         """Entries of one namespace, sorted by key."""
         rows = self._conn.execute(
