@@ -186,7 +186,8 @@ class Request:
 
 def format_timestamp(moment: datetime) -> str:
     """``moment`` (timezone-aware) as the RFC 3339 UTC form commands carry."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is ~5x cheaper than strftime; UTC renders as "+00:00", replaced by "Z".
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def timestamp_micros(timestamp: str) -> int:
