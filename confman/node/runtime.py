@@ -62,14 +62,19 @@ from confman.raft.types import (
 log = logging.getLogger("confman.node")
 
 #: Messages a leader may send before its own copy of the entries is durable (thesis §10.2.1).
-#: Committed entries applied in one go on the loop before it yields.
-APPLY_SLICE = 256
+#: Committed entries applied in one go on the loop before it yields (~3 ms of work).
+APPLY_SLICE = 64
 #: Applied entries between two SQLite checkpoints (run off the loop).
 CHECKPOINT_EVERY = 2000
 _T = TypeVar("_T")
 _EARLY = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
-#: Ticks run per loop iteration while catching up after a stall.
-CATCH_UP_TICKS_PER_STEP = 2
+#: Ticks run per loop iteration while catching up. Small enough that a node reads the
+#: messages that arrived during a stall before its timers judge its peers silent (well
+#: under election_tick_min - heartbeat_tick = 8); large enough that a saturated loop
+#: (iterations of 30-50 ms under 256 clients) keeps pace with the clock, so a busy
+#: leader still heartbeats on time. At 2 a leader's heartbeats slowed to 150+ ms there
+#: and its followers started elections.
+CATCH_UP_TICKS_PER_STEP = 5
 #: Committed batches that may wait for the apply thread before the Ready loop waits too.
 APPLY_QUEUE_BATCHES = 64
 #: Entries kept in memory below a snapshot so slightly slow followers need no snapshot.
