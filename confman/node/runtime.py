@@ -150,6 +150,9 @@ class Runtime:
         self._apply_exec = ThreadPoolExecutor(1, thread_name_prefix=f"{self.id}-apply")
         self._snap_exec = ThreadPoolExecutor(1, thread_name_prefix=f"{self.id}-snap")
         self._since_checkpoint = 0
+        # Nodes apply the same entries at about the same time: without jitter all of them
+        # would copy their database at the same moment, on a disk they may share.
+        self._snapshot_due = _jittered(cfg.snapshot_interval)
         self._checkpointing = False
         self._wake = asyncio.Event()
         self._pending: list[_Proposal] = []
@@ -840,10 +843,11 @@ class Runtime:
         if (
             self._snapshotting
             or self._stopping
-            or self.applied_index - self._last_snap_index < self.cfg.snapshot_interval
+            or self.applied_index - self._last_snap_index < self._snapshot_due
         ):
             return
         self._snapshotting = True
+        self._snapshot_due = _jittered(self.cfg.snapshot_interval)
         task = asyncio.create_task(self._take_snapshot(), name=f"{self.id}-snapshot")
         self._tasks.append(task)
 
@@ -884,6 +888,11 @@ class Runtime:
                     continue
                 m.lag_entries.labels(peer=p).set(last - pr.match)
                 m.lag_seconds.labels(peer=p).set((core.tick_count - pr.last_contact) * self._tick_s)
+
+
+def _jittered(interval: int) -> int:
+    """``interval`` plus up to a quarter more, at random."""
+    return interval + random.randint(0, interval // 4)
 
 
 async def _wait(fut: asyncio.Future[_T], timeout: float) -> _T:

@@ -148,7 +148,6 @@ class StateMachine:
         # No automatic checkpoints: they would run inside ``apply``'s COMMIT, on the caller's
         # thread, for tens of milliseconds. The owner calls ``checkpoint`` from another thread.
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute("PRAGMA journal_size_limit=33554432")  # WAL file cut to 32 MiB on reuse
         conn.execute("PRAGMA cache_size=-32768")
         conn.execute("PRAGMA temp_store=MEMORY")
         try:
