@@ -350,7 +350,8 @@ def chart(path: Path, rows: list[tuple[str, str]], medians: dict[str, Any], driv
             "matplotlib is missing: no chart. Install it with "
             "`.venv/bin/pip install -e '.[bench]'` (pinned in pyproject's bench group)."
         )
-    labels = [f"{w}\n{c}" for w, c in rows]
+    short = {"read-linearizable": "read-lin"}  # the long name overlapped its neighbours
+    labels = [f"{short.get(w, w)}\n{c}" for w, c in rows]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, 0.7 * len(rows)), 9))
     x = list(range(len(rows)))
     for off, system, color in ((-0.2, "confman", "tab:blue"), (0.2, "etcd", "tab:orange")):

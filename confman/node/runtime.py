@@ -176,6 +176,7 @@ class Runtime:
         self._leader: str | None = None
         self._role = Role.FOLLOWER
         self._leader_term = 0
+        self._led_until: float | None = None  # when this node last stopped leading
         self._persisted_vote: tuple[int, str | None] = (0, None)
         self.core: RawNode
         self.storage: MemoryStorage
@@ -687,13 +688,17 @@ class Runtime:
                 Role.PRE_CANDIDATE,
             ):
                 self.metrics.elections.inc()
+                heard_ms = 0 if self._role == Role.LEADER else self.last_contact_ms()
+                if self._led_until is not None:  # it was the leader itself more recently
+                    heard_ms = min(heard_ms, int((time.monotonic() - self._led_until) * 1000))
                 log.warning(
                     "node %s: starting an election in term %d (leader last heard %d ms ago)",
                     self.id,
                     self.core.term,
-                    self.last_contact_ms(),
+                    heard_ms,
                 )
             if self._role == Role.LEADER:
+                self._led_until = time.monotonic()
                 log.warning(
                     "node %s: stepped down as leader of term %d (now %s in term %d)",
                     self.id,
