@@ -13,7 +13,9 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Any, Protocol
 import httpx
 
 from benchmarks.bench_failover import ensure_namespace, wait_settled
-from confman.verify.cluster import ProcessCluster, free_ports
+from confman.verify.cluster import ProcessCluster, die_with_parent, free_ports
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 NS = "bench"  # the namespace bench_failover also uses
@@ -240,8 +242,14 @@ class EtcdSystem:
 
     def _start_member(self, m: EtcdMember) -> None:
         with m.log_path.open("ab") as log:
+            main_thread = threading.current_thread() is threading.main_thread()
             m.proc = subprocess.Popen(
-                self._cmd(m), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                self._cmd(m),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # as for Confman's nodes: no etcd outlives a runner that was killed
+                preexec_fn=die_with_parent if main_thread and sys.platform == "linux" else None,
             )
 
     def start(self) -> None:

@@ -16,12 +16,13 @@ from confman.node.errors import NodeStopped, NoLeader, ReadTimeout
 from confman.node.state.queries import Reader
 
 CONSISTENCY_LEVELS = ("local", "linearizable", "lease")
-_LOCAL_ONLY_HEADERS = ("X-Confman-Consistency", "X-Confman-Min-Index")
+CONSISTENCY_HEADER = "X-Confman-Consistency"
+MIN_INDEX_HEADER = "X-Confman-Min-Index"
 T = TypeVar("T")
 
 
 def _consistency(request: web.Request) -> str:
-    level = request.query.get("consistency") or request.headers.get("X-Confman-Consistency")
+    level = request.query.get("consistency") or request.headers.get(CONSISTENCY_HEADER)
     if level is None:
         return "local"
     if level not in CONSISTENCY_LEVELS:
@@ -35,8 +36,8 @@ def _min_index(request: web.Request) -> int | None:
     raw = request.query.get("minIndex")
     field = "minIndex"
     if raw is None:
-        raw = request.headers.get("X-Confman-Min-Index")
-        field = "X-Confman-Min-Index"
+        raw = request.headers.get(MIN_INDEX_HEADER)
+        field = MIN_INDEX_HEADER
     return None if raw is None else int_param(raw, field, minimum=0)
 
 
@@ -84,7 +85,7 @@ def read_entry_locally(
     """The fast path of the most common read: a ``local`` read (no query parameters and
     no consistency headers) of an entry that exists. None means: take the general path."""
     headers = request.headers
-    if request.query_string or any(h in headers for h in _LOCAL_ONLY_HEADERS):
+    if request.query_string or CONSISTENCY_HEADER in headers or MIN_INDEX_HEADER in headers:
         return None
     reader = ctx.rt.reader
     if reader is None:

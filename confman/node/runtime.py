@@ -61,12 +61,12 @@ from confman.raft.types import (
 
 log = logging.getLogger("confman.node")
 
-#: Messages a leader may send before its own copy of the entries is durable (thesis §10.2.1).
+_T = TypeVar("_T")
 #: Committed entries applied in one go on the loop before it yields (~3 ms of work).
 APPLY_SLICE = 64
 #: Applied entries between two SQLite checkpoints (run off the loop).
 CHECKPOINT_EVERY = 2000
-_T = TypeVar("_T")
+#: Messages a leader may send before its own copy of the entries is durable (thesis §10.2.1).
 _EARLY = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
 #: Ticks run per loop iteration while catching up. Small enough that a node reads the
 #: messages that arrived during a stall before its timers judge its peers silent (well
@@ -75,7 +75,7 @@ _EARLY = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPS
 #: leader still heartbeats on time. At 2 a leader's heartbeats slowed to 150+ ms there
 #: and its followers started elections.
 CATCH_UP_TICKS_PER_STEP = 5
-#: Committed batches that may wait for the apply thread before the Ready loop waits too.
+#: Committed batches that may wait for the apply worker before the Ready loop waits too.
 APPLY_QUEUE_BATCHES = 64
 #: Entries kept in memory below a snapshot so slightly slow followers need no snapshot.
 CATCH_UP_ENTRIES = 5_000
@@ -755,9 +755,9 @@ class Runtime:
         for start in range(0, len(entries), APPLY_SLICE):
             if start:
                 await asyncio.sleep(0)  # let heartbeats and requests through
-            await self._apply_slice(entries[start : start + APPLY_SLICE], conf_states)
+            self._apply_slice(entries[start : start + APPLY_SLICE], conf_states)
 
-    async def _apply_slice(self, entries: list[Entry], conf_states: dict[int, ConfState]) -> None:
+    def _apply_slice(self, entries: list[Entry], conf_states: dict[int, ConfState]) -> None:
         t0 = time.perf_counter()
         results = self.sm.apply(entries, conf_states)
         self.metrics.apply_latency.observe(time.perf_counter() - t0)

@@ -78,6 +78,7 @@ class RawNode:
         self.read_only = ReadOnly()
         self.pending_reads: list[tuple[bytes, NodeId]] = []
         self.msgs: list[Message] = []
+        self._heartbeats_queued = False  # a heartbeat (response) is among ``msgs``
         self.read_states: list[ReadState] = []
         self._set_conf(cs)
         if hs != EMPTY_HARD_STATE:
@@ -745,6 +746,8 @@ class RawNode:
     def _send(self, m: Message) -> None:
         if m.term == 0:
             m = _with_term(m, self.term)
+        if m.type in _HEARTBEATS:
+            self._heartbeats_queued = True
         self.msgs.append(m)
 
     # ------------------------------------------------------------------ ready / advance
@@ -785,6 +788,7 @@ class RawNode:
         rd.snapshot = self.log.unstable.snapshot
         rd.committed_entries = self.log.next_committed(self.cfg.max_committed_size_per_ready)
         rd.messages, self.msgs = self.msgs, []
+        self._heartbeats_queued = False
         rd.read_states, self.read_states = self.read_states, []
         if rd.entries or rd.snapshot is not None:
             rd.must_sync = True
@@ -799,11 +803,11 @@ class RawNode:
         Only when the current term and vote are already durable: a message must never carry
         a term this node could forget in a crash. Other messages stay for ``ready()``.
         """
-        if not self.msgs or (self.term, self.vote) != self._stable_term_vote:
+        if not self._heartbeats_queued or (self.term, self.vote) != self._stable_term_vote:
             return []
         out = [m for m in self.msgs if m.type in _HEARTBEATS]
-        if out:
-            self.msgs = [m for m in self.msgs if m.type not in _HEARTBEATS]
+        self.msgs = [m for m in self.msgs if m.type not in _HEARTBEATS]
+        self._heartbeats_queued = False
         return out
 
     def advance(self, rd: Ready) -> None:

@@ -170,7 +170,7 @@ class Node:
         return self.proc is not None and self.proc.poll() is None
 
 
-def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Make the child die with the parent thread (Linux), so no node outlives its harness."""
     with contextlib.suppress(Exception):
         import ctypes
@@ -364,7 +364,7 @@ class ProcessCluster:
                 cwd=node.dir,
                 env=env,
                 # PDEATHSIG fires when the forking *thread* exits: only safe from the main one.
-                preexec_fn=_pdeathsig if main_thread and sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if main_thread and sys.platform == "linux" else None,
             )
         node.paused = False
         node.expect_down = False

@@ -62,6 +62,10 @@ class _FaultFile:
         self._inode.durable = bytes(self._inode.data)
         self._inode.pending.clear()
 
+    def write_sync(self, data: bytes) -> None:
+        self.write(data)  # two steps, so a simulated crash may fall between them
+        self.sync()
+
     def truncate(self, size: int) -> None:
         self._fs._step()
         del self._inode.data[size:]

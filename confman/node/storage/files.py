@@ -17,7 +17,7 @@ from typing import Protocol
 __all__ = ["AppendFile", "FileSystem", "OSFileSystem"]
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
-_RWF_DSYNC: int = getattr(os, "RWF_DSYNC", 0)
+_RWF_DSYNC: int | None = getattr(os, "RWF_DSYNC", None)  # Linux 4.7+
 
 
 class AppendFile(Protocol):
@@ -29,6 +29,11 @@ class AppendFile(Protocol):
 
     def sync(self) -> None:
         """Make everything written so far durable (fdatasync)."""
+        ...
+
+    def write_sync(self, data: bytes) -> None:
+        """``write`` then ``sync``, in one system call where the OS allows it. Only for a
+        file without unsynced earlier writes (an implementation may not cover them)."""
         ...
 
     def truncate(self, size: int) -> None:
@@ -93,6 +98,10 @@ class _OSAppendFile:
 
         Only for a file without unsynced earlier writes (they are not covered).
         """
+        if _RWF_DSYNC is None:
+            self.write(data)
+            self.sync()
+            return
         view = memoryview(data)
         while view:  # O_APPEND: the offset is ignored, each call appends
             n = os.pwritev(self._fd, [view], 0, _RWF_DSYNC)

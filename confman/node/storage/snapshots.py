@@ -36,6 +36,8 @@ FORMAT_VERSION = 1
 _PRELUDE = struct.Struct(">8sHII")  # magic, version, header length, header crc
 _MAX_HEADER = 1 << 20
 _CHUNK = 1 << 20
+_SYNC_STEP = 8 << 20  # bytes written between two flushes of a large file
+_STEP_PAUSE_S = 0.005
 _NAME = re.compile(r"snapshot-(\d{20})-(\d{20})\.snap")
 _TMP_PREFIX = ".tmp-"
 
@@ -70,41 +72,33 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _crc_of(f: BinaryIO, size: int, out: BinaryIO | None = None) -> tuple[int, int]:
-    """CRC32C of up to ``size`` bytes read from ``f`` (copied to ``out``), and bytes read."""
+    """CRC32C of up to ``size`` bytes read from ``f``, and bytes read.
+
+    With ``out`` the bytes are copied there and flushed to disk every few MiB: one large
+    flush at the end would hold up every other fsync on the file system (ext4 commits its
+    journal in order) for as long as it takes, the WAL's fdatasync and with it the node's
+    acknowledgements included. The caller still fsyncs ``out`` at the end.
+    """
     crc = 0
     done = 0
+    unsynced = 0
     while done < size:
         chunk = f.read(min(_CHUNK, size - done))
         if not chunk:
             break
         crc = google_crc32c.extend(crc, chunk)
+        done += len(chunk)
         if out is not None:
             out.write(chunk)
-        done += len(chunk)
+            unsynced += len(chunk)
+            if unsynced >= _SYNC_STEP:
+                out.flush()
+                os.fdatasync(out.fileno())
+                unsynced = 0
+                time.sleep(_STEP_PAUSE_S)  # leave the disk to the WALs for a moment
+    if out is not None:
+        out.flush()
     return crc, done
-
-
-_SYNC_STEP = 8 << 20
-_STEP_PAUSE_S = 0.005
-
-
-def _copy_in_steps(src: BinaryIO, out: BinaryIO) -> None:
-    """Copy ``src`` to ``out``, flushing to disk every few MiB.
-
-    One large flush at the end would hold up every other fsync on the file system (ext4
-    commits its journal in order) for as long as it takes: the WAL's fdatasync would wait,
-    and with it the heartbeats and acknowledgements of the node.
-    """
-    unsynced = 0
-    while chunk := src.read(_CHUNK):
-        out.write(chunk)
-        unsynced += len(chunk)
-        if unsynced >= _SYNC_STEP:
-            out.flush()
-            os.fdatasync(out.fileno())
-            unsynced = 0
-            time.sleep(_STEP_PAUSE_S)  # leave the disk to the WALs for a moment
-    out.flush()
 
 
 def _slow_unlink(path: Path) -> None:
@@ -372,7 +366,7 @@ class SnapshotStore:
         try:
             with os.fdopen(fd, "wb") as out, open(copy, "rb") as f:
                 out.write(_header_bytes(index, term, conf, size, crc))
-                _copy_in_steps(f, out)
+                _crc_of(f, size, out)
                 os.fsync(out.fileno())
             return self._keep(tmp, SnapshotInfo(tmp, index, term, conf, size, crc))
         finally:

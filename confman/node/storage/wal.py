@@ -72,7 +72,6 @@ _CRC_CONTEXT = struct.Struct("<QIB")  # offset, length, type: mixed into the rec
 _MARKER = struct.Struct("<QQ")
 _NAME = re.compile(r"^(\d{16})-(\d{16})\.wal$")
 _TMP_SUFFIX = ".tmp"
-_HAVE_DSYNC = hasattr(os, "RWF_DSYNC")  # Linux 4.7+: write and fdatasync in one call
 
 REC_ENTRIES = 1
 REC_HARD_STATE = 2
@@ -551,9 +550,8 @@ class WAL:
     def _write(self, data: bytes, sync: bool) -> None:
         self._recovered = None
         f = self._current()
-        write_sync = getattr(f, "write_sync", None) if _HAVE_DSYNC else None
-        if sync and write_sync is not None and not self._unsynced:
-            self._guard(lambda: write_sync(data))
+        if sync and not self._unsynced:
+            self._guard(lambda: f.write_sync(data))
             self._size += len(data)
             return
         self._guard(lambda: f.write(data))
