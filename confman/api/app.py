@@ -21,6 +21,7 @@ from confman.api.auth import ACTOR, KeyStore
 from confman.api.changes import ChangeHub
 from confman.api.compaction import retention_configured, run_compactor
 from confman.api.context import CONTEXT, READ_WAIT_MAX_S, ApiContext, HttpMetrics, NodeRuntime
+from confman.api.fastpath import FastFront
 from confman.api.forward import Forwarder
 from confman.api.logs import CORRELATION_ID, access_log, error_log
 from confman.api.problems import PROBLEM_CONTENT_TYPE, Problem, Redirect, from_http_exception
@@ -225,6 +226,8 @@ class HttpServer:
     runner: web.AppRunner
     host: str
     port: int
+    server: asyncio.Server | None = None
+    front: FastFront | None = None
 
     @property
     def url(self) -> str:
@@ -232,24 +235,40 @@ class HttpServer:
         return f"http://{host}:{self.port}"
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        if self.server is not None:
+            self.server.close()  # no new connections
+        if self.front is not None:
+            self.front.close()  # those still on the fast path hold no request in progress
+        await self.runner.cleanup()  # waits for aiohttp's requests in progress
 
 
 async def serve(rt: NodeRuntime, host: str | None = None, port: int | None = None) -> HttpServer:
     """Serve ``create_app(rt)`` on ``host:port`` (default: ``rt.cfg.http_listen``; port 0
-    picks a free port, see ``HttpServer.port``)."""
+    picks a free port, see ``HttpServer.port``), behind the fast path for plain entry reads
+    unless ``http.fast_path`` is off."""
     cfg_host, cfg_port = rt.cfg.http_listen
     host = cfg_host if host is None else host
     port = cfg_port if port is None else port
     runner = web.AppRunner(create_app(rt), access_log=None, handle_signals=False)
     await runner.setup()
+    assert runner.server is not None
     if type(runner.server) is Server:
         runner.server.__class__ = _ProblemServer  # same layout; only __call__ differs
-    site = web.TCPSite(runner, host, port, backlog=1024)
+    if not rt.cfg.fast_path:
+        site = web.TCPSite(runner, host, port, backlog=1024)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        return HttpServer(runner, host, int(runner.addresses[0][1]))
+    front = FastFront(runner.app[CONTEXT], runner.server)
     try:
-        await site.start()
+        server = await asyncio.get_running_loop().create_server(
+            front.protocol, host, port, backlog=1024
+        )
     except BaseException:
         await runner.cleanup()
         raise
-    bound = runner.addresses[0]
-    return HttpServer(runner, host, int(bound[1]))
+    bound = server.sockets[0].getsockname()
+    return HttpServer(runner, host, int(bound[1]), server, front)

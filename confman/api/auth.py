@@ -56,7 +56,10 @@ class KeyStore:
 
     def lookup(self, presented: str) -> Principal | None:
         """The principal of ``presented``; compares against every key, no early exit."""
-        raw = presented.encode("utf-8", "surrogateescape")
+        return self.lookup_raw(presented.encode("utf-8", "surrogateescape"))
+
+    def lookup_raw(self, raw: bytes) -> Principal | None:
+        """``lookup`` of a key as the bytes it arrived as."""
         digest = hashlib.sha256(raw).digest()
         found: Principal | None = None
         for stored, principal in self._keys:

@@ -14,6 +14,7 @@ advertise = "http://127.0.0.1:6100/"
 max_body_bytes = 1048576
 cors_origins = []
 forward_writes = false            # a follower proxies writes to the leader instead of 307
+fast_path = true                  # answer plain local GETs of an entry without aiohttp
 
 [history]                         # change history: the audit log, which watches replay
 retention_entries = 0             # keep changes of the last N log indexes (0: no limit)
@@ -104,6 +105,7 @@ class NodeConfig:
     snapshot_retain: int = 3
     idempotency_ttl_s: int = 86_400
     forward_writes: bool = False
+    fast_path: bool = True
     history_retention_entries: int = 0
     history_retention_s: int = 0
     history_compact_interval_ms: int = 5_000
@@ -216,7 +218,9 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
 
     http = _get(raw, "http", dict, "", {})
     _check_unknown(
-        http, {"listen", "advertise", "max_body_bytes", "cors_origins", "forward_writes"}, "http."
+        http,
+        {"listen", "advertise", "max_body_bytes", "cors_origins", "forward_writes", "fast_path"},
+        "http.",
     )
     history = _get(raw, "history", dict, "", {})
     _check_unknown(history, {"retention_entries", "retention_s", "compact_interval_ms"}, "history.")
@@ -334,6 +338,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
         snapshot_retain=_positive(raft, "snapshot_retain", 3, "raft."),
         idempotency_ttl_s=_positive(raw, "idempotency_ttl_s", 86_400, ""),
         forward_writes=_get(http, "forward_writes", bool, "http.", False),
+        fast_path=_get(http, "fast_path", bool, "http.", True),
         history_retention_entries=_non_negative(history, "retention_entries", "history."),
         history_retention_s=_non_negative(history, "retention_s", "history."),
         history_compact_interval_ms=_positive(history, "compact_interval_ms", 5_000, "history."),

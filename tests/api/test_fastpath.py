@@ -1,0 +1,289 @@
+"""The fast path for plain entry reads answers exactly as the aiohttp app does, and hands
+every other request (with the rest of its connection) to aiohttp intact."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from confman.api.fastpath import ENTRY_ROUTE, MAX_HEAD
+from tests.api.harness import KEYS, LiveNode, headers, wait_for
+
+NS = "fastpath"
+PATH = f"/api/v1/namespaces/{NS}/config/k1"
+ADMIN = KEYS["admin"][0]
+#: An extra header the fast path does not know: the same request, answered by aiohttp.
+SLOW = "X-Take-The-General-Path: 1\r\n"
+VOLATILE = {"date", "x-correlation-id"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def entries(node: LiveNode) -> None:
+    r = httpx.put(f"{node.url}/api/v1/namespaces/{NS}", headers=headers("admin"))
+    assert r.status_code in (200, 201)
+    for key, value in (("k1", "v1"), ("k2", "ünïcode ✓")):
+        r = httpx.put(
+            f"{node.url}/api/v1/namespaces/{NS}/config/{key}",
+            json={"value": value},
+            headers=headers("editor"),
+        )
+        assert r.status_code in (200, 201), r.text
+
+
+class Raw:
+    """One raw HTTP/1.1 connection: send bytes, read whole responses."""
+
+    def __init__(self, node: LiveNode) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", int(node.url.rsplit(":", 1)[1])), 10)
+        self.buf = b""
+
+    def send(self, data: bytes | str) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def response(self, bodyless: bool = False) -> tuple[str, list[tuple[str, str]], bytes]:
+        """The next response; ``bodyless`` for the answer to a HEAD."""
+        while b"\r\n\r\n" not in self.buf:
+            self._more()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        status, *lines = head.decode("latin-1").split("\r\n")
+        fields = [(n.strip(), v.strip()) for n, v in (line.split(":", 1) for line in lines)]
+        lengths = [int(v) for n, v in fields if n.lower() == "content-length"]
+        length = 0 if bodyless or not lengths else lengths[0]
+        while len(self.buf) < length:
+            self._more()
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, fields, body
+
+    def closed_by_peer(self) -> bool:
+        return self.sock.recv(1) == b""
+
+    def _more(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed by the server")
+        self.buf += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(node: LiveNode) -> Iterator[Raw]:
+    conn = Raw(node)
+    yield conn
+    conn.close()
+
+
+def get(path: str = PATH, key: str = ADMIN, extra: str = "") -> str:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\n{extra}\r\n"
+
+
+def stable(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(n, v) for n, v in fields if n.lower() not in VOLATILE]
+
+
+def answer(node: LiveNode, request: str) -> bytes | None:
+    """What the fast path itself makes of ``request`` (None: it hands it over)."""
+    front = node.server.front if node.server is not None else None
+    assert front is not None, "the fast path is on by default"
+    head = request.encode("latin-1").split(b"\r\n\r\n", 1)[0]
+    return node.lt.call(lambda: front.answer(head, None))
+
+
+FAST = [
+    get(),
+    get(path=f"/api/v1/namespaces/{NS}/config/k2"),
+    get(key=KEYS["viewer"][0]),
+    get(extra="User-Agent: t\r\nAccept: */*\r\nAccept-Encoding: gzip\r\n"),
+    get(extra="Connection: Keep-Alive\r\nContent-Length: 0\r\n"),
+    get(extra="X-Correlation-Id: trace-1.2:3\r\n"),
+]
+
+GENERAL = [
+    get(path=f"/api/v1/namespaces/{NS}/config/missing"),  # 404
+    get(path="/api/v1/namespaces/nowhere/config/k1"),  # 404
+    get(key="wrong-key"),  # 401
+    get(key=KEYS["scoped"][0]),  # 403
+    f"GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n",  # 401
+    get(path=PATH + "?consistency=linearizable"),
+    get(path=PATH + "?consistency=bogus"),  # 400
+    get(path=f"/api/v1/namespaces/{NS}/config/%6B1"),  # percent-encoded k1
+    get(path=f"/api/v1/namespaces/{NS}/config/.."),  # 400
+    get(extra='If-None-Match: "1"\r\n'),  # 304
+    get(extra="X-Confman-Consistency: lease\r\n"),
+    get(extra="X-Correlation-Id: not valid!\r\n"),  # replaced by a generated id
+    get(extra="X-Api-Key: second\r\n"),  # duplicate key header
+    get(extra="Origin: http://elsewhere\r\n"),
+    get(extra="Content-Length: 2\r\n") + "{}",
+    f"HEAD {PATH} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {ADMIN}\r\n\r\n",
+    f"GET http://x{PATH} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {ADMIN}\r\n\r\n",
+    f"GET /api/v1/namespaces/{NS}/config HTTP/1.1\r\nHost: x\r\nX-Api-Key: {ADMIN}\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("request_", FAST)
+def test_fast_answers_equal_the_general_path(node: LiveNode, raw: Raw, request_: str) -> None:
+    assert answer(node, request_) is not None, "this request should take the fast path"
+    raw.send(request_)
+    fast = raw.response()
+    head, _ = request_.split("\r\n\r\n", 1)
+    raw.send(head + "\r\n" + SLOW + "\r\n")
+    general = raw.response()
+    assert fast[0] == general[0] == "HTTP/1.1 200 OK"
+    assert stable(fast[1]) == stable(general[1])  # same headers, same order
+    assert fast[2] == general[2]
+    assert [n for n, _ in fast[1]] == [n for n, _ in general[1]]
+    cid = dict(fast[1])["X-Correlation-Id"]
+    if "X-Correlation-Id: " in request_:
+        assert cid == dict(general[1])["X-Correlation-Id"] == "trace-1.2:3"
+    else:
+        assert re.fullmatch(r"[0-9a-f]{32}", cid)
+
+
+def with_slow(request_: str) -> str:
+    head, body = request_.split("\r\n\r\n", 1)
+    return head + "\r\n" + SLOW + "\r\n" + body
+
+
+def scrubbed(response: tuple[str, list[tuple[str, str]], bytes]) -> tuple[object, ...]:
+    status, fields, body = response
+    cid = dict(fields).get("X-Correlation-Id", "")
+    return status, stable(fields), body.replace(cid.encode(), b"<cid>") if cid else body
+
+
+@pytest.mark.parametrize("request_", GENERAL)
+def test_other_requests_are_answered_by_aiohttp_unchanged(node: LiveNode, request_: str) -> None:
+    assert answer(node, request_) is None, "this request is not of the fast shape"
+    answers = []
+    for sent in (request_, with_slow(request_)):
+        conn = Raw(node)
+        try:
+            conn.send(sent)
+            answers.append(scrubbed(conn.response(bodyless=sent.startswith("HEAD"))))
+        finally:
+            conn.close()
+    assert answers[0] == answers[1]
+
+
+def test_pipelined_requests_are_answered_in_order_across_the_handover(
+    node: LiveNode, raw: Raw
+) -> None:
+    put = (
+        f"PUT /api/v1/namespaces/{NS}/config/piped HTTP/1.1\r\nHost: x\r\nX-Api-Key: {ADMIN}"
+        '\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"value":"p-1"}'
+    )
+    raw.send(get() + get(path=f"/api/v1/namespaces/{NS}/config/k2") + put + get())
+    first, second, third, fourth = (raw.response() for _ in range(4))
+    assert b'"value":"v1"' in first[2] and "ünïcode".encode() in second[2]
+    assert third[0] in ("HTTP/1.1 200 OK", "HTTP/1.1 201 Created"), third
+    assert b'"value":"v1"' in fourth[2]  # aiohttp keeps the connection after the handover
+
+
+def test_a_head_arriving_byte_by_byte_is_answered(raw: Raw) -> None:
+    for b in get().encode():
+        raw.send(bytes([b]))
+    status, _, body = raw.response()
+    assert status == "HTTP/1.1 200 OK" and b'"value":"v1"' in body
+
+
+def test_an_oversized_head_goes_to_aiohttp_which_refuses_it(raw: Raw) -> None:
+    raw.send(get(extra=f"X-Filler: {'f' * (MAX_HEAD + 100)}\r\n"))
+    status, fields, _ = raw.response()
+    assert status.split()[1] in ("400", "431"), status
+    assert dict(fields)["Content-Type"] == "application/problem+json"
+
+
+def test_connection_close_and_http_1_0_are_honoured(node: LiveNode) -> None:
+    for request_ in (
+        get(extra="Connection: close\r\n"),
+        f"GET {PATH} HTTP/1.0\r\nX-Api-Key: {ADMIN}\r\n\r\n",
+    ):
+        conn = Raw(node)
+        try:
+            conn.send(request_)
+            status, _, body = conn.response()
+            assert status.endswith("200 OK") and b'"value":"v1"' in body
+            assert conn.closed_by_peer()
+        finally:
+            conn.close()
+
+
+def test_fast_answers_count_in_the_same_metrics_series(node: LiveNode, raw: Raw) -> None:
+    def count() -> float:
+        text = httpx.get(f"{node.url}/metrics", headers=headers("admin")).text
+        pattern = (
+            r'confman_http_requests_total\{method="GET",route="'
+            + re.escape(ENTRY_ROUTE)
+            + r'",status="200"\} (\S+)'
+        )
+        found = re.findall(pattern, text)
+        assert len(found) == 1, found
+        return float(found[0])
+
+    before = count()
+    for _ in range(3):
+        raw.send(get())
+        raw.response()
+    raw.send(get(extra=SLOW))  # the general path labels its route the same way
+    raw.response()
+    assert count() == before + 4
+
+
+def test_fast_answers_are_access_logged_like_the_others(
+    raw: Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="confman.api.access"):
+        raw.send(get(extra="X-Correlation-Id: fast-log\r\n"))
+        raw.response()
+        raw.send(get(extra="X-Correlation-Id: slow-log\r\n" + SLOW))
+        raw.response()
+    records = {
+        r.fields["correlationId"]: r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "confman.api.access"
+    }
+    fast, slow = records["fast-log"], records["slow-log"]
+    assert fast.keys() == slow.keys()
+    for field in ("method", "path", "status", "actor", "remote"):
+        assert fast[field] == slow[field], field
+
+
+def test_stopping_closes_idle_fast_connections(tmp_path: Path) -> None:
+    live = LiveNode(tmp_path)
+    conn = None
+    try:
+        r = live.client.put(f"/api/v1/namespaces/{NS}", headers=headers("admin"))
+        assert r.status_code == 201
+        r = live.client.put(f"{PATH}", json={"value": "v1"}, headers=headers("editor"))
+        assert r.status_code == 201
+        conn = Raw(live)
+        conn.send(get())
+        assert conn.response()[0] == "HTTP/1.1 200 OK"
+        assert live.server is not None and live.server.front is not None
+        front = live.server.front
+        wait_for(lambda: len(live.lt.call(lambda: list(front.conns))) == 1, what="a fast conn")
+        live.lt.run(live.server.stop())
+        live.server = None
+        assert conn.closed_by_peer()
+    finally:
+        if conn is not None:
+            conn.close()
+        live.close()
+
+
+def test_the_fast_path_can_be_switched_off(tmp_path: Path) -> None:
+    live = LiveNode(tmp_path, fast_path=False)
+    try:
+        assert live.server is not None and live.server.front is None
+        live.client.put(f"/api/v1/namespaces/{NS}", headers=headers("admin"))
+        live.client.put(f"{PATH}", json={"value": "v1"}, headers=headers("editor"))
+        r = live.client.get(PATH, headers=headers("viewer"))
+        assert r.status_code == 200 and r.json()["value"] == "v1"
+    finally:
+        live.close()
