@@ -3,9 +3,10 @@
 Every connection starts here. A request of the one narrow shape this module knows is
 answered directly, with the same status, headers and body the aiohttp app would send:
 
-    GET /api/v1/namespaces/{ns}/config/{key} HTTP/1.1, no query, no body, only the headers
-    Host, User-Agent, Accept, Accept-Encoding, Connection: keep-alive, Content-Length: 0,
-    X-Correlation-Id and X-Api-Key, a key that may read the namespace, an entry that exists.
+    GET /api/v1/namespaces/{ns}/config/{key} HTTP/1.1, no query, no body, only headers the
+    route ignores (Host, User-Agent, Accept..., Content-Type, ...) besides Connection:
+    keep-alive, Content-Length: 0, a valid X-Correlation-Id and the X-Api-Key of a key that
+    may read the namespace; an entry that exists.
 
 Anything else (another route or method, an error to report, CORS, conditional or
 consistent reads, a malformed or oversized head) hands the connection over to aiohttp, from
@@ -44,7 +45,20 @@ IDLE_TIMEOUT_S = 3630.0
 _SWEEP_S = 30.0
 _PREFIX = b"GET /api/v1/namespaces/"
 _SUFFIX = b" HTTP/1.1"
-_PLAIN = frozenset({b"host", b"user-agent", b"accept", b"accept-encoding"})
+#: Headers the entry GET ignores (whatever their value). Anything not listed here or
+#: handled in ``answer`` takes the general path.
+_PLAIN = frozenset(
+    {
+        b"host",
+        b"user-agent",
+        b"accept",
+        b"accept-encoding",
+        b"accept-language",
+        b"cache-control",
+        b"pragma",
+        b"content-type",
+    }
+)
 _OWS = b" \t"
 _MAX_KEY_BYTES = 1024  # as confman.api.auth
 

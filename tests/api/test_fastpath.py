@@ -101,6 +101,7 @@ FAST = [
     get(path=f"/api/v1/namespaces/{NS}/config/k2"),
     get(key=KEYS["viewer"][0]),
     get(extra="User-Agent: t\r\nAccept: */*\r\nAccept-Encoding: gzip\r\n"),
+    get(extra="Content-Type: application/json\r\nCache-Control: no-cache\r\nPragma: x\r\n"),
     get(extra="Connection: Keep-Alive\r\nContent-Length: 0\r\n"),
     get(extra="X-Correlation-Id: trace-1.2:3\r\n"),
 ]
