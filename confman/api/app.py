@@ -29,6 +29,8 @@ from confman.api.routes_health import asset
 from confman.api.validation import correlation_id
 
 Handler = Any  # aiohttp's handler type
+#: Longest a stopping server waits for the requests in progress.
+_SHUTDOWN_TIMEOUT_S = 60.0  # as aiohttp's runner
 _METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"})
 
 
@@ -238,8 +240,8 @@ class HttpServer:
         if self.server is not None:
             self.server.close()  # no new connections
         if self.front is not None:
-            self.front.close()  # those still on the fast path hold no request in progress
-        await self.runner.cleanup()  # waits for aiohttp's requests in progress
+            await self.front.shutdown(_SHUTDOWN_TIMEOUT_S)  # its writes in progress answered
+        await self.runner.cleanup()  # waits (60 s at most) for aiohttp's requests in progress
 
 
 async def serve(rt: NodeRuntime, host: str | None = None, port: int | None = None) -> HttpServer:

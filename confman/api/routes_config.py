@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from confman.api.access import caller, namespace
@@ -126,11 +128,21 @@ async def put_entry(request: web.Request) -> web.Response:
     check_content_length(request, ctx.max_body)
     ensure_leader(request, ctx)
     doc = await read_object(request, ctx.max_body)
+    fields = put_fields(doc, create_only)
+    result = await _propose_versioned(request, ctx, principal, PutConfig, fields, ns, key)
+    return put_answer(result, ns, key)
+
+
+def put_fields(doc: dict[str, Any], create_only: bool) -> dict[str, object]:
+    """The fields of a PutConfig from the request body (a Problem when one is invalid)."""
     value = str_field(doc, "value", required=True)
     type_ = str_field(doc, "type", empty=False, max_len=_TYPE_MAX) or "string"
     assert value is not None
-    fields: dict[str, object] = {"value": value, "type": type_, "create_only": create_only}
-    result = await _propose_versioned(request, ctx, principal, PutConfig, fields, ns, key)
+    return {"value": value, "type": type_, "create_only": create_only}
+
+
+def put_answer(result: ApplyResult, ns: str, key: str) -> web.Response:
+    """The response to an applied PUT of an entry (or the Problem it raises)."""
     headers = write_headers(result)
     if result.status == ApplyStatus.NOT_FOUND:
         raise namespace_missing(ns, headers)

@@ -41,13 +41,16 @@ def leader_elsewhere(
     request: web.Request, leader_id: str | None, leader_url: str | None
 ) -> Exception:
     """A 307 to the leader (same path and query), or a 503 when it is unknown."""
+    return redirect_to_leader(request.raw_path, leader_id, leader_url)
+
+
+def redirect_to_leader(raw_path: str, leader_id: str | None, leader_url: str | None) -> Exception:
+    """``leader_elsewhere`` for a request known by its raw path (and query)."""
     if leader_id is None:
         return no_leader()
     if not leader_url:
         return no_leader(f"The leader {leader_id!r} has no known HTTP address")
-    return Redirect(
-        leader_url.rstrip("/") + request.raw_path, headers={"X-Confman-Leader": leader_id}
-    )
+    return Redirect(leader_url.rstrip("/") + raw_path, headers={"X-Confman-Leader": leader_id})
 
 
 def ensure_leader(request: web.Request, ctx: ApiContext) -> None:
@@ -69,6 +72,17 @@ async def propose(
     idempotency_key: str | None,
 ) -> ApplyResult:
     """Replicate ``command`` as ``principal``; the applied result or a Problem/Redirect."""
+    return await propose_at(request.raw_path, ctx, principal, command, idempotency_key)
+
+
+async def propose_at(
+    raw_path: str,
+    ctx: ApiContext,
+    principal: Principal,
+    command: Command,
+    idempotency_key: str | None,
+) -> ApplyResult:
+    """``propose`` for a request known by its raw path (and query)."""
     req = Request(
         command,
         principal.name,
@@ -79,7 +93,7 @@ async def propose(
     try:
         result = await ctx.rt.propose(req)
     except NotLeader as exc:
-        raise leader_elsewhere(request, exc.leader_id, exc.leader_url) from None
+        raise redirect_to_leader(raw_path, exc.leader_id, exc.leader_url) from None
     except NoLeader:
         raise no_leader() from None
     except ReplicationTimeout as exc:

@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+from aiohttp import web
 
 from confman.api.fastpath import ENTRY_ROUTE, MAX_HEAD
+from confman.api.problems import Problem
 from tests.api.harness import KEYS, LiveNode, headers, wait_for
 
 NS = "fastpath"
@@ -152,10 +155,15 @@ def with_slow(request_: str) -> str:
     return head + "\r\n" + SLOW + "\r\n" + body
 
 
-def scrubbed(response: tuple[str, list[tuple[str, str]], bytes]) -> tuple[object, ...]:
+def scrubbed(
+    response: tuple[str, list[tuple[str, str]], bytes], write: bool = False
+) -> tuple[object, ...]:
+    """A response without what differs between two answers to the same request (for a
+    write also the log index it reached)."""
     status, fields, body = response
     cid = dict(fields).get("X-Correlation-Id", "")
-    return status, stable(fields), body.replace(cid.encode(), b"<cid>") if cid else body
+    kept = [(n, v) for n, v in stable(fields) if not (write and n == "X-Confman-Index")]
+    return status, kept, [n for n, _ in fields], body.replace(cid.encode(), b"<cid>")
 
 
 @pytest.mark.parametrize("request_", GENERAL)
@@ -288,3 +296,230 @@ def test_the_fast_path_can_be_switched_off(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["value"] == "v1"
     finally:
         live.close()
+
+
+# -- writes ----------------------------------------------------------------------------
+
+
+def put(
+    key: str = "w1",
+    body: str = '{"value":"x"}',
+    ns: str = NS,
+    extra: str = "",
+    api_key: str = ADMIN,
+    ctype: str = "application/json",
+) -> str:
+    return (
+        f"PUT /api/v1/namespaces/{ns}/config/{key} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {api_key}"
+        f"\r\nContent-Type: {ctype}\r\nContent-Length: {len(body.encode())}\r\n{extra}\r\n{body}"
+    )
+
+
+def write_shape(node: LiveNode, request_: str) -> bool:
+    """Whether the fast path takes ``request_`` (a PUT) as a write of its own."""
+    front = node.server.front if node.server is not None else None
+    assert front is not None
+    head, body = request_.encode().split(b"\r\n\r\n", 1)
+
+    def check() -> bool:
+        h = front.write_head(head)
+        if h is None:
+            return False
+        task = front.start_write(h, body, None)
+        if task is None:
+            return False
+        task.cancel()  # only the decision matters here; the proposal may still apply
+        return True
+
+    return node.lt.call(check)
+
+
+def scrub_write(response: tuple[str, list[tuple[str, str]], bytes]) -> tuple[object, ...]:
+    status, fields, body = response
+    volatile = VOLATILE | {"x-confman-index", "etag", "location"}
+    doc = orjson.loads(body)
+    for k in ("updatedAt", "key", "version", "traceId", "instance", "detail"):
+        doc.pop(k, None)
+    return (
+        status,
+        [(n, v) for n, v in fields if n.lower() not in volatile],
+        [n for n, _ in fields],
+        doc,
+    )
+
+
+def test_fast_writes_answer_like_the_general_path(node: LiveNode, raw: Raw) -> None:
+    fast_key, slow_key = "fw-fast", "fw-slow"
+    assert write_shape(node, put(key="fw-probe"))
+    created = []
+    for request_ in (put(key=fast_key), with_slow(put(key=slow_key))):
+        raw.send(request_)
+        created.append(raw.response())
+    assert created[0][0] == "HTTP/1.1 201 Created"
+    assert dict(created[0][1])["Location"] == f"/api/v1/namespaces/{NS}/config/{fast_key}"
+    assert scrub_write(created[0]) == scrub_write(created[1])
+    updated = []
+    for request_ in (
+        put(key=fast_key, body='{"value":"y","type":"t"}'),
+        with_slow(put(key=slow_key, body='{"value":"y","type":"t"}')),
+    ):
+        raw.send(request_)
+        updated.append(raw.response())
+    assert updated[0][0] == "HTTP/1.1 200 OK"
+    assert dict(updated[0][1])["ETag"] == '"2"'
+    assert scrub_write(updated[0]) == scrub_write(updated[1])
+    got = httpx.get(
+        f"{node.url}/api/v1/namespaces/{NS}/config/{fast_key}", headers=headers("viewer")
+    )
+    assert got.json()["value"] == "y" and got.json()["type"] == "t"
+
+
+def test_a_fast_write_to_a_missing_namespace_is_the_same_404(node: LiveNode, raw: Raw) -> None:
+    request_ = put(ns="no-such-ns")
+    assert write_shape(node, request_)
+    raw.send(request_)
+    fast = raw.response()
+    raw.send(with_slow(request_))
+    slow = raw.response()
+    assert fast[0] == "HTTP/1.1 404 Not Found"
+    assert scrubbed(fast, write=True) == scrubbed(slow, write=True)
+
+
+GENERAL_WRITES = [
+    put(extra='If-Match: "999"\r\n'),  # 412
+    put(extra='If-None-Match: "1"\r\n'),  # 400
+    put(extra="Idempotency-Key: \r\n"),  # 400
+    put(ctype="text/plain"),  # 415
+    put(ctype="application/json; charset=latin-1"),  # 415
+    put(api_key=KEYS["viewer"][0]),  # 403
+    put(api_key=KEYS["scoped"][0]),  # 403
+    put(body="{"),  # 400
+    put(body='{"value":"a","value":"b"}'),  # 400 duplicate key
+    put(body='{"value":1}'),  # 400
+    put(body='{"type":"x"}'),  # 400
+    put(body='{"value":"a","type":""}'),  # 400
+    put(body="[]"),  # 400
+    put(key=".."),  # 400
+    put(body=""),  # 400
+]
+
+
+@pytest.mark.parametrize("request_", GENERAL_WRITES)
+def test_other_writes_are_answered_by_aiohttp_unchanged(node: LiveNode, request_: str) -> None:
+    assert not write_shape(node, request_), "this write is not of the fast shape"
+    answers = []
+    for sent in (request_, with_slow(request_)):
+        conn = Raw(node)
+        try:
+            conn.send(sent)
+            answers.append(scrubbed(conn.response(), write=True))
+        finally:
+            conn.close()
+    assert answers[0] == answers[1]
+    assert str(answers[0][0]).split()[1] in ("400", "403", "412", "415"), answers[0]
+
+
+def test_writes_go_the_general_way_when_forwarding_is_on(node: LiveNode) -> None:
+    front = node.server.front if node.server is not None else None
+    assert front is not None
+    head = put().encode().split(b"\r\n\r\n", 1)[0]
+
+    def with_forwarding() -> object:
+        front.ctx.forward_writes = True
+        try:
+            return front.write_head(head)
+        finally:
+            front.ctx.forward_writes = False
+
+    assert node.lt.call(with_forwarding) is None
+    assert node.lt.call(lambda: front.write_head(head)) is not None
+
+
+RESPONSES = [
+    lambda: web.Response(status=307, headers={"X-Confman-Leader": "n2", "Location": "http://l/p"}),
+    lambda: Problem(503, "No leader available", "x", headers={"Retry-After": "1"}).response(
+        "/p", "cid-1"
+    ),
+    lambda: Problem(500, detail="boom").response("/p", "cid-1"),
+    lambda: web.Response(
+        status=201, body=b'{"a":1}', headers={"Location": "/x"}, content_type="application/json"
+    ),
+]
+
+
+def test_rendered_responses_are_byte_for_byte_aiohttp(node: LiveNode) -> None:
+    front = node.server.front if node.server is not None else None
+    assert front is not None
+
+    async def serve_all() -> tuple[web.AppRunner, int]:
+        @web.middleware
+        async def cid(request: web.Request, handler: object) -> web.StreamResponse:
+            resp = RESPONSES[int(request.match_info["i"])]()
+            resp.headers["X-Correlation-Id"] = "cid-1"
+            return resp
+
+        app = web.Application(middlewares=[cid])
+
+        async def unused(request: web.Request) -> web.Response:
+            return web.Response()
+
+        app.router.add_get("/{i}", unused)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, int(runner.addresses[0][1])
+
+    runner, port = node.lt.run(serve_all())
+    try:
+        for i, make in enumerate(RESPONSES):
+            with socket.create_connection(("127.0.0.1", port), 10) as s:
+                s.sendall(f"GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                got = b""
+                while b"\r\n\r\n" not in got or not got.endswith(
+                    make().body or b"\r\n\r\n"  # type: ignore[operator]
+                ):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            ours = node.lt.call(lambda make=make: front.render(make(), "cid-1"))
+            date = re.compile(rb"Date: [^\r]*\r\n")
+            assert date.sub(b"", ours) == date.sub(b"", got), (i, ours, got)
+    finally:
+        node.lt.run(runner.cleanup())
+
+
+def test_fast_writes_count_and_log_like_the_others(
+    node: LiveNode, raw: Raw, caplog: pytest.LogCaptureFixture
+) -> None:
+    def count(status: str) -> float:
+        text = httpx.get(f"{node.url}/metrics", headers=headers("admin")).text
+        pattern = (
+            r'confman_http_requests_total\{method="PUT",route="'
+            + re.escape(ENTRY_ROUTE)
+            + f'",status="{status}"'
+            + r"\} (\S+)"
+        )
+        found = re.findall(pattern, text)
+        return float(found[0]) if found else 0.0
+
+    before = count("200"), count("404")
+    with caplog.at_level(logging.INFO, logger="confman.api.access"):
+        for request_ in (
+            put(key="m1", extra="X-Correlation-Id: fast-put\r\n"),
+            with_slow(put(key="m1", extra="X-Correlation-Id: slow-put\r\n")),
+            put(ns="no-such-ns"),
+        ):
+            raw.send(request_)
+            raw.response()
+    assert count("200") - before[0] >= 1 and count("404") == before[1] + 1
+    records = {
+        r.fields["correlationId"]: r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "confman.api.access"
+    }
+    fast, slow = records["fast-put"], records["slow-put"]
+    assert fast.keys() == slow.keys()
+    for field in ("method", "path", "actor", "remote"):
+        assert fast[field] == slow[field], field
