@@ -1,9 +1,10 @@
 """The asyncio runtime of one member: drives the Raft core, owns clock, transport, WAL and
 state machine; proposals in, applied results out.
 
-Threads: the event loop owns the core; the WAL is written on one worker thread, the state
-machine applied on another, snapshots taken on a third, so no disk wait ever delays a tick,
-a heartbeat or an HTTP read.
+Threads: the event loop owns the core and applies committed entries in slices (SQLite
+there never waits for the disk: synchronous=NORMAL, checkpoints elsewhere); the WAL is
+written on one worker thread, snapshots and checkpoints taken on another, and recovery and
+snapshot installs run on a third, so no fsync ever delays a tick, a heartbeat or a read.
 """
 
 from __future__ import annotations
