@@ -223,25 +223,42 @@ def test_connection_close_and_http_1_0_are_honoured(node: LiveNode) -> None:
             conn.close()
 
 
-def test_fast_answers_count_in_the_same_metrics_series(node: LiveNode, raw: Raw) -> None:
-    def count() -> float:
-        text = httpx.get(f"{node.url}/metrics", headers=headers("admin")).text
-        pattern = (
-            r'confman_http_requests_total\{method="GET",route="'
-            + re.escape(ENTRY_ROUTE)
-            + r'",status="200"\} (\S+)'
-        )
-        found = re.findall(pattern, text)
-        assert len(found) == 1, found
-        return float(found[0])
+def requests_answered(node: LiveNode, method: str, status: int) -> float:
+    """The entry route's request counter for ``method`` and ``status`` (0 before any)."""
+    text = httpx.get(f"{node.url}/metrics", headers=headers("admin")).text
+    pattern = (
+        rf'confman_http_requests_total\{{method="{method}",route="'
+        + re.escape(ENTRY_ROUTE)
+        + rf'",status="{status}"\}} (\S+)'
+    )
+    found = re.findall(pattern, text)
+    assert len(found) <= 1, found
+    return float(found[0]) if found else 0.0
 
-    before = count()
+
+def access_logged_alike(
+    caplog: pytest.LogCaptureFixture, fast_cid: str, slow_cid: str, fields: tuple[str, ...]
+) -> None:
+    """The access-log records of the two requests carry the same fields and values."""
+    records = {
+        r.fields["correlationId"]: r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "confman.api.access"
+    }
+    fast, slow = records[fast_cid], records[slow_cid]
+    assert fast.keys() == slow.keys()
+    for field in fields:
+        assert fast[field] == slow[field], field
+
+
+def test_fast_answers_count_in_the_same_metrics_series(node: LiveNode, raw: Raw) -> None:
+    before = requests_answered(node, "GET", 200)
     for _ in range(3):
         raw.send(get())
         raw.response()
     raw.send(get(extra=SLOW))  # the general path labels its route the same way
     raw.response()
-    assert count() == before + 4
+    assert requests_answered(node, "GET", 200) == before + 4
 
 
 def test_fast_answers_are_access_logged_like_the_others(
@@ -252,15 +269,9 @@ def test_fast_answers_are_access_logged_like_the_others(
         raw.response()
         raw.send(get(extra="X-Correlation-Id: slow-log\r\n" + SLOW))
         raw.response()
-    records = {
-        r.fields["correlationId"]: r.fields  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "confman.api.access"
-    }
-    fast, slow = records["fast-log"], records["slow-log"]
-    assert fast.keys() == slow.keys()
-    for field in ("method", "path", "status", "actor", "remote"):
-        assert fast[field] == slow[field], field
+    access_logged_alike(
+        caplog, "fast-log", "slow-log", ("method", "path", "status", "actor", "remote")
+    )
 
 
 def test_stopping_closes_idle_fast_connections(tmp_path: Path) -> None:
@@ -493,33 +504,19 @@ def test_rendered_responses_are_byte_for_byte_aiohttp(node: LiveNode) -> None:
 def test_fast_writes_count_and_log_like_the_others(
     node: LiveNode, raw: Raw, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def count(status: str) -> float:
-        text = httpx.get(f"{node.url}/metrics", headers=headers("admin")).text
-        pattern = (
-            r'confman_http_requests_total\{method="PUT",route="'
-            + re.escape(ENTRY_ROUTE)
-            + f'",status="{status}"'
-            + r"\} (\S+)"
-        )
-        found = re.findall(pattern, text)
-        return float(found[0]) if found else 0.0
-
-    before = count("200"), count("404")
+    statuses = (200, 201, 404)
+    before = {s: requests_answered(node, "PUT", s) for s in statuses}
     with caplog.at_level(logging.INFO, logger="confman.api.access"):
         for request_ in (
-            put(key="m1", extra="X-Correlation-Id: fast-put\r\n"),
-            with_slow(put(key="m1", extra="X-Correlation-Id: slow-put\r\n")),
-            put(ns="no-such-ns"),
+            put(key="counted", extra="X-Correlation-Id: fast-put\r\n"),  # fast, 201
+            with_slow(put(key="counted", extra="X-Correlation-Id: slow-put\r\n")),  # 200
+            put(ns="no-such-ns"),  # fast, 404
         ):
             raw.send(request_)
             raw.response()
-    assert count("200") - before[0] >= 1 and count("404") == before[1] + 1
-    records = {
-        r.fields["correlationId"]: r.fields  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "confman.api.access"
+    assert {s: requests_answered(node, "PUT", s) - before[s] for s in statuses} == {
+        200: 1,
+        201: 1,
+        404: 1,
     }
-    fast, slow = records["fast-put"], records["slow-put"]
-    assert fast.keys() == slow.keys()
-    for field in ("method", "path", "actor", "remote"):
-        assert fast[field] == slow[field], field
+    access_logged_alike(caplog, "fast-put", "slow-put", ("method", "path", "actor", "remote"))
