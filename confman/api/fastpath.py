@@ -286,7 +286,8 @@ class FastFront:
 
     def render(self, resp: web.Response, cid: str) -> bytes:
         """``resp`` as aiohttp sends it to an HTTP/1.1 keep-alive request, with the
-        correlation id the app's middleware adds."""
+        correlation id the app's middleware adds. Only for responses that keep the
+        connection open (every outcome of a PUT does; a forced close is a 413's)."""
         body = resp.body
         assert body is None or isinstance(body, bytes)
         body = body or b""
