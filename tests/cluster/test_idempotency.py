@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from confman.client import Client
 from confman.verify.cluster import ProcessCluster
@@ -80,16 +81,28 @@ def test_ambiguous_write_retried_across_failover_is_applied_once(
     seed(c, NS, {})
 
     # By hand: the first attempt's answer is lost with its leader; retry on the new one.
+    # The stranded leader steps down one election timeout after the cut. If the write
+    # reaches it only after that (a slow machine), it is refused outright, which is not the
+    # ambiguous case under test: then heal and strand the leader again.
     key = str(uuid.uuid4())
-    followers = strand_leader(c, old)
     headers = {**c.auth("admin"), "Idempotency-Key": key}
-    url = c.url(old) + entry("manual")
-    t, first = in_thread(
-        lambda: httpx.put(url, json={"value": "once"}, headers=headers, timeout=15)
-    )
-    new = c.wait_leader(followers, timeout=15)
-    t.join(20)
-    assert first["value"].status_code == 503, first  # outcome unknown to the client
+    for _ in range(5):
+        followers = strand_leader(c, old)
+        url = c.url(old) + entry("manual")
+        t, first = in_thread(
+            lambda url=url: httpx.put(url, json={"value": "once"}, headers=headers, timeout=15)
+        )
+        new = c.wait_leader(followers, timeout=15)
+        t.join(20)
+        assert first["value"].status_code == 503, first  # outcome unknown to the client
+        if first["value"].json()["title"] == "Replication timed out":
+            break
+        assert first["value"].json()["title"] == "No leader available", first["value"].text
+        c.heal()
+        wait_converged(c)
+        old = c.wait_leader()
+    else:
+        pytest.fail("the stranded leader was never still leading when the write reached it")
     retry = put_until_acked(c, followers, entry("manual"), {"value": "once"}, headers)
     assert retry.status_code == 201, retry.text
     assert retry.json()["version"] == 1 and "X-Confman-Replayed-From" in retry.headers
