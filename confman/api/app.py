@@ -246,8 +246,8 @@ class HttpServer:
 
 async def serve(rt: NodeRuntime, host: str | None = None, port: int | None = None) -> HttpServer:
     """Serve ``create_app(rt)`` on ``host:port`` (default: ``rt.cfg.http_listen``; port 0
-    picks a free port, see ``HttpServer.port``), behind the fast path for plain entry reads
-    unless ``http.fast_path`` is off."""
+    picks a free port, see ``HttpServer.port``), behind the fast path for plain GETs and
+    PUTs of an entry unless ``http.fast_path`` is off."""
     cfg_host, cfg_port = rt.cfg.http_listen
     host = cfg_host if host is None else host
     port = cfg_port if port is None else port
@@ -256,18 +256,10 @@ async def serve(rt: NodeRuntime, host: str | None = None, port: int | None = Non
     assert runner.server is not None
     if type(runner.server) is Server:
         runner.server.__class__ = _ProblemServer  # same layout; only __call__ differs
-    if not rt.cfg.fast_path:
-        site = web.TCPSite(runner, host, port, backlog=1024)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        return HttpServer(runner, host, int(runner.addresses[0][1]))
-    front = FastFront(runner.app[CONTEXT], runner.server)
+    front = FastFront(runner.app[CONTEXT], runner.server) if rt.cfg.fast_path else None
     try:
         server = await asyncio.get_running_loop().create_server(
-            front.protocol, host, port, backlog=1024
+            runner.server if front is None else front.protocol, host, port, backlog=1024
         )
     except BaseException:
         await runner.cleanup()

@@ -16,7 +16,8 @@ from confman.node.config import ApiKey
 ROLE_LEVELS = {"viewer": 1, "editor": 2, "publisher": 2, "admin": 3}
 VIEWER, EDITOR, ADMIN = 1, 2, 3
 _LEVEL_NAMES = {VIEWER: "viewer", EDITOR: "editor", ADMIN: "admin"}
-_MAX_KEY_BYTES = 1024
+#: Longer keys are refused without hashing them.
+MAX_KEY_BYTES = 1024
 #: The name of the authenticated caller, kept on the request for the access log.
 ACTOR = web.RequestKey("confman_actor", str)
 
@@ -76,7 +77,7 @@ def authenticate(request: web.Request, keys: KeyStore) -> Principal:
     presented = request.headers.get("X-Api-Key")
     if not presented:
         raise Problem(401, detail="Missing X-Api-Key header", headers=_CHALLENGE)
-    principal = None if len(presented) > _MAX_KEY_BYTES else keys.lookup(presented)
+    principal = None if len(presented) > MAX_KEY_BYTES else keys.lookup(presented)
     if principal is None:
         raise Problem(401, detail="Unknown API key", headers=_CHALLENGE)
     request[ACTOR] = principal.name

@@ -31,7 +31,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,17 +40,16 @@ from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
-from confman.api.auth import EDITOR, VIEWER, Principal
+from confman.api.auth import EDITOR, MAX_KEY_BYTES, VIEWER, Principal
 from confman.api.context import ApiContext
 from confman.api.logs import access_log, error_log
 from confman.api.problems import Problem, Redirect
-from confman.api.routes_config import put_answer, put_fields
+from confman.api.responses import etag, read_headers
+from confman.api.routes_config import ENTRY_ROUTE, put_answer, put_fields
 from confman.api.validation import CORRELATION_RE, NAME_RE, parse_object
 from confman.api.writes import propose_at
 from confman.node.state.commands import PutConfig
 
-#: The route label of the entry route in the request metrics (its canonical path).
-ENTRY_ROUTE = "/api/v1/namespaces/{ns}/config/{key}"
 #: A request head longer than this is left to aiohttp (which enforces its own limits).
 MAX_HEAD = 8192
 #: Idle keep-alive connections are closed after this long (aiohttp's default).
@@ -75,7 +74,6 @@ _PLAIN = frozenset(
     }
 )
 _OWS = b" \t"
-_MAX_KEY_BYTES = 1024  # as confman.api.auth
 
 Handover = Callable[[], asyncio.Protocol]
 
@@ -93,15 +91,6 @@ class _Head:
     length: int  # Content-Length (0 when absent)
 
 
-@dataclass(slots=True)
-class _Write:
-    """A fast PUT: its head, its command, and when it began."""
-
-    head: _Head
-    command: PutConfig
-    start: float
-
-
 class FastFront:
     """Shared by the connections of one server: the app context and what a response needs."""
 
@@ -113,7 +102,8 @@ class FastFront:
         self._histogram = ctx.metrics.latency.labels(ENTRY_ROUTE)
         self._server_line = f"Server: {SERVER_SOFTWARE}\r\n\r\n".encode()
         self._sweeper: asyncio.TimerHandle | None = None
-        self._closing = False
+        #: Set by ``shutdown``: no further request is answered here.
+        self.closing = False
 
     def protocol(self) -> FastConnection:
         """The protocol factory for ``loop.create_server``."""
@@ -124,7 +114,7 @@ class FastFront:
     async def shutdown(self, timeout: float) -> None:
         """Close the connections still served here (not those handed to aiohttp); those
         with a write in progress once it is answered, waiting at most ``timeout``."""
-        self._closing = True
+        self.closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -136,10 +126,6 @@ class FastFront:
             await asyncio.wait(busy, timeout=timeout)
         for conn in list(self.conns):
             conn.close()
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
 
     def _sweep(self) -> None:
         deadline = time.monotonic() - IDLE_TIMEOUT_S
@@ -195,7 +181,7 @@ class FastFront:
                     return None
             else:
                 return None
-        if not api_key or len(api_key) > _MAX_KEY_BYTES:
+        if not api_key or len(api_key) > MAX_KEY_BYTES:
             return None
         principal = self.ctx.keys.lookup_raw(api_key)
         if principal is None or principal.level < level or not principal.may_access(ns):
@@ -220,22 +206,11 @@ class FastFront:
         if found is None:
             return None
         item, index = found
-        body = orjson.dumps(item)
+        headers = read_headers(rt, index)  # as the aiohttp route, in its order
+        headers["ETag"] = etag(item["version"])
+        headers["Content-Type"] = "application/json"
         cid = h.cid or os.urandom(16).hex()
-        response = b"".join(
-            (
-                b"HTTP/1.1 200 OK\r\nX-Confman-Index: ",
-                (
-                    f"{index}\r\nX-Confman-Role: {rt.role}\r\n"
-                    f"X-Confman-Last-Contact-Ms: {rt.last_contact_ms()}\r\n"
-                    f'ETag: "{item["version"]}"\r\nContent-Type: application/json\r\n'
-                    f"X-Correlation-Id: {cid}\r\nContent-Length: {len(body)}\r\n"
-                    f"Date: {rfc822_formatted_time()}\r\n"
-                ).encode(),
-                self._server_line,
-                body,
-            )
-        )
+        response = self._frame("200 OK", headers.items(), cid, orjson.dumps(item))
         self._record("GET", 200, h, cid, peer, start)
         return response
 
@@ -262,14 +237,13 @@ class FastFront:
         command = PutConfig(
             namespace=h.ns, key=h.key, expected_version=None, must_exist=False, **fields
         )
-        return asyncio.get_running_loop().create_task(self._write(_Write(h, command, start), peer))
+        return asyncio.get_running_loop().create_task(self._write(h, command, start, peer))
 
-    async def _write(self, w: _Write, peer: str | None) -> bytes:
-        h = w.head
+    async def _write(self, h: _Head, command: PutConfig, start: float, peer: str | None) -> bytes:
         cid = h.cid or os.urandom(16).hex()
         resp: web.Response
         try:
-            result = await propose_at(h.path, self.ctx, h.principal, w.command, None)
+            result = await propose_at(h.path, self.ctx, h.principal, command, None)
             resp = put_answer(result, h.ns, h.key)
         except Problem as p:
             resp = p.response(h.path, cid)
@@ -281,7 +255,7 @@ class FastFront:
             )
             problem = Problem(500, detail=f"An unexpected error occurred; quote traceId {cid}")
             resp = problem.response(h.path, cid)
-        self._record("PUT", resp.status, h, cid, peer, w.start)
+        self._record("PUT", resp.status, h, cid, peer, start)
         return self.render(resp, cid)
 
     def render(self, resp: web.Response, cid: str) -> bytes:
@@ -290,14 +264,19 @@ class FastFront:
         connection open (every outcome of a PUT does; a forced close is a 413's)."""
         body = resp.body
         assert body is None or isinstance(body, bytes)
-        body = body or b""
-        fields = "".join(f"{k}: {v}\r\n" for k, v in resp.headers.items())
+        return self._frame(f"{resp.status} {resp.reason}", resp.headers.items(), cid, body or b"")
+
+    def _frame(
+        self, status: str, headers: Iterable[tuple[str, str]], cid: str, body: bytes
+    ) -> bytes:
+        """A response with the headers the app's middleware (the correlation id) and aiohttp
+        (length, date, server) add after the handler's, in their order."""
+        fields = "".join(f"{k}: {v}\r\n" for k, v in headers)
         return b"".join(
             (
                 (
-                    f"HTTP/1.1 {resp.status} {resp.reason}\r\n{fields}"
-                    f"X-Correlation-Id: {cid}\r\nContent-Length: {len(body)}\r\n"
-                    f"Date: {rfc822_formatted_time()}\r\n"
+                    f"HTTP/1.1 {status}\r\n{fields}X-Correlation-Id: {cid}\r\n"
+                    f"Content-Length: {len(body)}\r\nDate: {rfc822_formatted_time()}\r\n"
                 ).encode(),
                 self._server_line,
                 body,

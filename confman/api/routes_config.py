@@ -28,6 +28,8 @@ from confman.node.state.machine import ApplyResult, ApplyStatus
 
 ENTRIES = "/api/v1/namespaces/{ns:[^/]+}/config"
 ENTRY = "/api/v1/namespaces/{ns:[^/]+}/config/{key:[^/]+}"
+#: ENTRY's canonical path: its label in the request metrics.
+ENTRY_ROUTE = "/api/v1/namespaces/{ns}/config/{key}"
 ALL_ENTRIES = "/api/v1/configs"
 _TYPE_MAX = 64
 

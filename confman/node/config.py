@@ -14,7 +14,7 @@ advertise = "http://127.0.0.1:6100/"
 max_body_bytes = 1048576
 cors_origins = []
 forward_writes = false            # a follower proxies writes to the leader instead of 307
-fast_path = true                  # answer plain local GETs of an entry without aiohttp
+fast_path = true                  # answer plain GETs/PUTs of one entry without aiohttp
 
 [history]                         # change history: the audit log, which watches replay
 retention_entries = 0             # keep changes of the last N log indexes (0: no limit)

@@ -14,9 +14,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from confman.api.fastpath import ENTRY_ROUTE, MAX_HEAD
+from confman.api.fastpath import MAX_HEAD
 from confman.api.problems import Problem
-from tests.api.harness import KEYS, LiveNode, headers, wait_for
+from confman.api.routes_config import ENTRY_ROUTE
+from tests.api.harness import KEYS, LiveNode, headers
 
 NS = "fastpath"
 PATH = f"/api/v1/namespaces/{NS}/config/k1"
@@ -287,7 +288,7 @@ def test_stopping_closes_idle_fast_connections(tmp_path: Path) -> None:
         assert conn.response()[0] == "HTTP/1.1 200 OK"
         assert live.server is not None and live.server.front is not None
         front = live.server.front
-        wait_for(lambda: len(live.lt.call(lambda: list(front.conns))) == 1, what="a fast conn")
+        assert live.lt.call(lambda: len(front.conns)) >= 1  # answered there, now idle
         live.lt.run(live.server.stop())
         live.server = None
         assert conn.closed_by_peer()
