@@ -3,11 +3,11 @@
 Run: ``.venv/bin/python -m benchmarks.bench_checker [--rounds 3] [--timeout 60] [--slowest N]
 [NAME ...]``
 
-Histories: ``../shared/testdata/linearizability`` (Jepsen etcd register logs and kv EDN
-histories, see its README). Parsing is not timed. Each history is checked ``--rounds`` times
-(default 3); the table shows the median, with the number of operations, the verdict
-(``!`` marks disagreement with the known verdict), the states the search memoised and the
-partitions. ``--slowest N`` prints only the N slowest rows (the totals cover all).
+Histories: ``tests/testdata/linearizability`` (Jepsen etcd register logs and kv EDN
+histories, third-party, MIT licence; see its README). Parsing is not timed. Each history is
+checked ``--rounds`` times (default 3); the table shows the median, with the number of
+operations, the verdict (``!`` marks disagreement with the known verdict), the states the
+search memoised and the partitions. ``--slowest N`` prints only the N slowest rows (the totals cover all).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from confman.verify.history import History
 from confman.verify.models import KeyValueModel, Model, RegisterModel
 from confman.verify.parsers import load_jepsen_etcd, load_kv_edn
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "linearizability"
+TESTDATA = Path(__file__).resolve().parents[1] / "tests" / "testdata" / "linearizability"
 
 
 @dataclass
