@@ -15,6 +15,10 @@ max_body_bytes = 1048576
 cors_origins = []
 forward_writes = false            # a follower proxies writes to the leader instead of 307
 fast_path = true                  # answer plain GETs/PUTs of one entry without aiohttp
+request_head_timeout_s = 10.0     # a request head must be complete this long after it starts
+keepalive_timeout_s = 75.0        # an idle keep-alive connection is closed after this long
+max_connections = 1024            # open HTTP connections per node; more are closed at once
+max_connections_per_ip = 128      # open HTTP connections per client address
 
 [history]                         # change history: the audit log, which watches replay
 retention_entries = 0             # keep changes of the last N log indexes (0: no limit)
@@ -106,6 +110,10 @@ class NodeConfig:
     idempotency_ttl_s: int = 86_400
     forward_writes: bool = False
     fast_path: bool = True
+    http_request_head_timeout_s: float = 10.0
+    http_keepalive_timeout_s: float = 75.0
+    http_max_connections: int = 1024
+    http_max_connections_per_ip: int = 128
     history_retention_entries: int = 0
     history_retention_s: int = 0
     history_compact_interval_ms: int = 5_000
@@ -219,7 +227,18 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
     http = _get(raw, "http", dict, "", {})
     _check_unknown(
         http,
-        {"listen", "advertise", "max_body_bytes", "cors_origins", "forward_writes", "fast_path"},
+        {
+            "listen",
+            "advertise",
+            "max_body_bytes",
+            "cors_origins",
+            "forward_writes",
+            "fast_path",
+            "request_head_timeout_s",
+            "keepalive_timeout_s",
+            "max_connections",
+            "max_connections_per_ip",
+        },
         "http.",
     )
     history = _get(raw, "history", dict, "", {})
@@ -339,6 +358,10 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
         idempotency_ttl_s=_positive(raw, "idempotency_ttl_s", 86_400, ""),
         forward_writes=_get(http, "forward_writes", bool, "http.", False),
         fast_path=_get(http, "fast_path", bool, "http.", True),
+        http_request_head_timeout_s=_seconds(http, "request_head_timeout_s", 10.0, "http."),
+        http_keepalive_timeout_s=_seconds(http, "keepalive_timeout_s", 75.0, "http."),
+        http_max_connections=_positive(http, "max_connections", 1024, "http."),
+        http_max_connections_per_ip=_positive(http, "max_connections_per_ip", 128, "http."),
         history_retention_entries=_non_negative(history, "retention_entries", "history."),
         history_retention_s=_non_negative(history, "retention_s", "history."),
         history_compact_interval_ms=_positive(history, "compact_interval_ms", 5_000, "history."),
@@ -357,6 +380,13 @@ def _positive(d: Mapping[str, Any], key: str, default: int, where: str) -> int:
     if v <= 0:
         raise ConfigError(f"{where}{key}: must be > 0")
     return int(v)
+
+
+def _seconds(d: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    v = _get(d, key, (int, float), where, default)
+    if isinstance(v, bool) or not v > 0:
+        raise ConfigError(f"{where}{key}: must be a number of seconds > 0")
+    return float(v)
 
 
 def _non_negative(d: Mapping[str, Any], key: str, where: str) -> int:
