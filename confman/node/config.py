@@ -5,7 +5,9 @@ Every mistake is reported at start-up as a ``ConfigError`` naming the offending 
 ```toml
 node_id = "node1"
 data_dir = "data/node1"
-profile = "prod"                  # or "dev": readable logs, dev keys allowed
+profile = "prod"                  # or "dev": readable logs, plain-text and dev keys allowed,
+                                  # only Host values naming this node (CONFMAN_PROFILE may
+                                  # make a dev file "prod", never a prod file "dev")
 cluster_secret = "..."            # or cluster_secret_file = "/etc/confman/secret"
 
 [http]
@@ -61,6 +63,9 @@ from typing import Any
 ROLES = ("viewer", "editor", "publisher", "admin")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: The published keys of ``confman dev`` (confman.devconfig.DEV_KEYS): refused outside the
+#: dev profile, in plain text or as their SHA-256.
+WELL_KNOWN_DEV_KEYS = ("confman_dev_abc123", "confman_dev_reader")
 
 
 class ConfigError(ValueError):
@@ -306,6 +311,12 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
             digest = _get(k, "key_sha256", str, where).lower()
             if not _HEX64.match(digest):
                 raise ConfigError(f"{where}key_sha256: must be 64 hex characters")
+            dev_key = _DEV_DIGESTS.get(digest)
+            if dev_key is not None and profile != "dev":
+                raise ConfigError(
+                    f"{where}key_sha256: is the well-known development key {dev_key!r}, "
+                    "which is only allowed in the dev profile; generate a secret key"
+                )
         roles = _get(k, "roles", list, where)
         if not roles:
             raise ConfigError(f"{where}roles: must not be empty")
@@ -401,12 +412,26 @@ def _host_port(url: str) -> str:
     return rest if ":" in rest else f"{rest}:80"
 
 
+_DEV_DIGESTS = {hash_key(k): k for k in WELL_KNOWN_DEV_KEYS}
+
 ENV_OVERRIDES = {
     "CONFMAN_NODE_ID": "node_id",
     "CONFMAN_DATA_DIR": "data_dir",
     "CONFMAN_CLUSTER_SECRET": "cluster_secret",
-    "CONFMAN_PROFILE": "profile",
 }
+
+
+def _env_profile(raw: dict[str, Any], value: str) -> None:
+    """Apply ``CONFMAN_PROFILE``: it may make a dev file "prod", never loosen a file."""
+    if value not in ("prod", "dev"):
+        raise ConfigError(f"CONFMAN_PROFILE: must be 'prod' or 'dev', got {value!r}")
+    file_profile = raw.get("profile", "prod")
+    if value == "dev" and file_profile != "dev":
+        raise ConfigError(
+            f"CONFMAN_PROFILE: 'dev' cannot loosen a file whose profile is {file_profile!r} "
+            "(the environment may only make the profile stricter)"
+        )
+    raw["profile"] = value
 
 
 def load(
@@ -414,7 +439,8 @@ def load(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> NodeConfig:
-    """Read a TOML file; environment variables then explicit overrides win over it."""
+    """Read a TOML file; environment variables then explicit overrides win over it
+    (``CONFMAN_PROFILE`` only to make the profile stricter)."""
     p = Path(path)
     try:
         raw: dict[str, Any] = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -428,6 +454,8 @@ def load(
             raw[key] = env[var]
             if key == "cluster_secret":
                 raw.pop("cluster_secret_file", None)
+    if env.get("CONFMAN_PROFILE"):
+        _env_profile(raw, env["CONFMAN_PROFILE"])
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = value
@@ -436,6 +464,7 @@ def load(
 
 __all__ = [
     "ROLES",
+    "WELL_KNOWN_DEV_KEYS",
     "ApiKey",
     "ConfigError",
     "Member",

@@ -120,3 +120,77 @@ def test_load_file_with_env_and_overrides(tmp_path: Path) -> None:
     (tmp_path / "nosecret.toml").write_text(f.read_text().replace('"secret"', '"nofile"'))
     with pytest.raises(ConfigError, match="cluster_secret_file"):
         load(tmp_path / "nosecret.toml", env={})
+
+
+# -- dev keys and the profile (issue 14, finding 5) ----------------------------------------
+
+
+def _well_known_dev_keys() -> list[str]:
+    try:
+        from confman.devconfig import DEV_KEYS
+    except ImportError:  # pragma: no cover - before the dev layout moved out of the CLI
+        from confman.cli import DEV_KEYS  # type: ignore[no-redef,attr-defined]
+    return [key for key, _, _ in DEV_KEYS]
+
+
+@pytest.mark.parametrize("dev_key", _well_known_dev_keys())
+def test_production_refuses_the_digest_of_a_dev_key(dev_key: str) -> None:
+    raw = _mutate(["api_keys", 0, "key_sha256"], hash_key(dev_key))
+    with pytest.raises(ConfigError, match=r"api_keys\[0\]\.key_sha256: .*development key"):
+        from_mapping(raw)
+    raw["api_keys"][0]["key_sha256"] = hash_key(dev_key).upper()  # not hidden by case
+    with pytest.raises(ConfigError, match=r"api_keys\[0\]\.key_sha256"):
+        from_mapping(raw)
+
+
+@pytest.mark.parametrize("dev_key", _well_known_dev_keys())
+def test_production_refuses_a_dev_key_in_plain_text(dev_key: str) -> None:
+    raw = _mutate(["api_keys", 0], {"name": "d", "key": dev_key, "roles": ["admin"]})
+    with pytest.raises(ConfigError, match=r"api_keys\[0\]\.key: "):
+        from_mapping(raw)
+
+
+def test_dev_profile_still_accepts_the_dev_keys() -> None:
+    raw = _raw()
+    raw["profile"] = "dev"
+    raw["api_keys"] = [
+        {"name": f"k{i}", "key": k, "roles": ["admin"]}
+        for i, k in enumerate(_well_known_dev_keys())
+    ]
+    cfg = from_mapping(raw)
+    assert {k.key_sha256 for k in cfg.api_keys} == {hash_key(k) for k in _well_known_dev_keys()}
+
+
+def _toml(tmp_path: Path, profile: str | None, key_line: str) -> Path:
+    f = tmp_path / "node.toml"
+    f.write_text(
+        'node_id = "n1"\ndata_dir = "d"\n'
+        f'cluster_secret = "{SECRET}"\n'
+        + (f'profile = "{profile}"\n' if profile else "")
+        + '[[members]]\nid = "n1"\nraft = "127.0.0.1:7100"\nhttp = "http://127.0.0.1:6100/"\n'
+        f'[[api_keys]]\nname = "k"\n{key_line}\nroles = ["admin"]\n'
+    )
+    return f
+
+
+@pytest.mark.parametrize("file_profile", [None, "prod"])
+def test_the_environment_cannot_loosen_a_production_file(
+    tmp_path: Path, file_profile: str | None
+) -> None:
+    f = _toml(tmp_path, file_profile, 'key = "plain-text-key"')
+    with pytest.raises(ConfigError, match="CONFMAN_PROFILE"):
+        load(f, env={"CONFMAN_PROFILE": "dev"})
+    f = _toml(tmp_path, file_profile, f'key_sha256 = "{ADMIN}"')
+    with pytest.raises(ConfigError, match="CONFMAN_PROFILE"):
+        load(f, env={"CONFMAN_PROFILE": "dev"})
+
+
+def test_the_environment_may_make_a_dev_file_strict(tmp_path: Path) -> None:
+    f = _toml(tmp_path, "dev", 'key = "plain-text-key"')
+    assert load(f, env={"CONFMAN_PROFILE": "dev"}).profile == "dev"
+    with pytest.raises(ConfigError, match=r"api_keys\[0\]\.key: "):
+        load(f, env={"CONFMAN_PROFILE": "prod"})
+    f = _toml(tmp_path, "dev", f'key_sha256 = "{ADMIN}"')
+    assert load(f, env={"CONFMAN_PROFILE": "prod"}).profile == "prod"
+    with pytest.raises(ConfigError, match="CONFMAN_PROFILE"):
+        load(f, env={"CONFMAN_PROFILE": "staging"})
