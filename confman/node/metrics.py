@@ -64,5 +64,29 @@ class NodeMetrics:
         self.snapshots_installed = Counter(
             "confman_snapshots_installed", "Snapshots received and installed", registry=r
         )
+        self.http_open = Gauge(
+            "confman_http_connections_open", "Open HTTP API connections", registry=r
+        )
+        self.http_refused = Counter(
+            "confman_http_connections_refused",
+            "HTTP connections closed on arrival: over http.max_connections (reason=node) or "
+            "http.max_connections_per_ip (reason=address)",
+            ["reason"],
+            registry=r,
+        )
+        self.http_timeouts = Counter(
+            "confman_http_connection_timeouts",
+            "HTTP connections closed by a deadline: an incomplete request head after "
+            "http.request_head_timeout_s (phase=head), idle after http.keepalive_timeout_s "
+            "(phase=idle), or a client that read none of its answers that long (phase=write)",
+            ["phase"],
+            registry=r,
+        )
+        self.http_write_pauses = Counter(
+            "confman_http_write_pauses",
+            "Times the fast HTTP front stopped answering a connection whose client was not "
+            "reading its answers (until its write buffer drained)",
+            registry=r,
+        )
         self.info = Gauge("confman_node_info", "Node identity", ["node_id"], registry=r)
         self.info.labels(node_id=node_id).set(1)
