@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from confman.api.problems import Problem
+from confman.api.problems import Problem, bad_request
 from confman.node.config import ApiKey
 
 #: Role -> level; editor and publisher are equal (read + write configuration).
@@ -73,8 +73,12 @@ _CHALLENGE = {"WWW-Authenticate": 'ApiKey realm="confman", header="X-Api-Key"'}
 
 
 def authenticate(request: web.Request, keys: KeyStore) -> Principal:
-    """The caller of ``request``; 401 when the key is missing or unknown."""
-    presented = request.headers.get("X-Api-Key")
+    """The caller of ``request``; 401 when the key is missing or unknown, 400 when the
+    header is repeated (which copy would count is ambiguous between proxies and us)."""
+    values = request.headers.getall("X-Api-Key", ())
+    if len(values) > 1:
+        raise bad_request("X-Api-Key", "send the header once, with one key")
+    presented = values[0] if values else None
     if not presented:
         raise Problem(401, detail="Missing X-Api-Key header", headers=_CHALLENGE)
     principal = None if len(presented) > MAX_KEY_BYTES else keys.lookup(presented)

@@ -287,6 +287,24 @@ def test_bad_api_keys_are_401(api: CheckedClient, key: str) -> None:
     assert "WWW-Authenticate" in r.headers and body["title"] == "Unauthorized"
 
 
+_ENTRY_GET = f"/api/v1/namespaces/{NS}/config/dup"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/v1/configs"), ("PUT", f"/api/v1/namespaces/{NS}"), ("GET", _ENTRY_GET)],
+)
+@pytest.mark.parametrize("second", ["test-viewer-key", "test-admin-key", "unknown"])
+def test_duplicate_api_key_header_is_400(
+    api: CheckedClient, method: str, path: str, second: str
+) -> None:
+    api.put(_ENTRY_GET, json={"value": "v"}, headers=headers("admin"))  # a fast-path GET too
+    pairs = [("X-Api-Key", "test-admin-key"), ("X-Api-Key", second)]
+    r = api.request(method, path, headers=pairs)
+    problem(r, 400, "X-Api-Key")
+    assert "once" in r.json()["detail"]
+
+
 def test_correlation_id_is_echoed_or_replaced(api: CheckedClient) -> None:
     r = api.get("/health", headers={"X-Correlation-Id": "req-42.abc"})
     assert r.headers["X-Correlation-Id"] == "req-42.abc"
