@@ -1,7 +1,8 @@
 """The HTTP API (v1) of a Confman node: ``create_app(runtime)`` and ``serve(runtime)``.
 
-The contract is ``/work/shared/API.md``; ``openapi.json`` (hand-written) describes exactly
-what these modules do. Decisions where API.md is silent:
+The reference for people is ``docs/api.md`` (the v1 contract, kept compatible with the
+original service); ``openapi.json`` (hand-written) describes exactly what these modules do,
+and ``tests/api/test_api_doc.py`` keeps the two equal. Decisions the v1 contract leaves open:
 
 - Names (``ns``, ``key``): 1-128 of ``A-Za-z0-9._-`` and not ``.``/``..`` (URL
   normalisation would rewrite them); any path segment reaches the handler, which answers
