@@ -55,7 +55,11 @@ async def put_namespace(request: web.Request) -> web.Response:
     check_content_length(request, ctx.max_body)
     ensure_leader(request, ctx)
     doc = await read_object(request, ctx.max_body, body_optional=True)
-    command = PutNamespace(ns, str_field(doc, "description"), str_field(doc, "owner"))
+    # As the original service: a namespace without an explicit owner belongs to the caller.
+    owner = str_field(doc, "owner")
+    if owner is None:
+        owner = principal.name
+    command = PutNamespace(ns, str_field(doc, "description"), owner)
     result = await propose(request, ctx, principal, command, key)
     headers = write_headers(result)
     if result.status == ApplyStatus.CREATED:

@@ -133,6 +133,19 @@ def test_put_namespace(api: CheckedClient, role: str | None) -> None:
     assert int(again.headers["X-Confman-Index"]) > int(r.headers["X-Confman-Index"])
 
 
+def test_namespace_owner_defaults_to_the_callers_key_name(api: CheckedClient) -> None:
+    r = api.put("/api/v1/namespaces/owned-by-default", json={}, headers=headers("admin"))
+    assert r.status_code in (200, 201) and r.json()["owner"] == "admin key"
+    r = api.put("/api/v1/namespaces/owned-by-default", json={"owner": None},
+                headers=headers("admin"))
+    assert r.status_code == 200 and r.json()["owner"] == "admin key"
+    r = api.put("/api/v1/namespaces/owned-by-default", json={"owner": "platform"},
+                headers=headers("admin"))
+    assert r.status_code == 200 and r.json()["owner"] == "platform"
+    got = api.get("/api/v1/namespaces/owned-by-default", headers=headers("admin"))
+    assert got.json()["owner"] == "platform"
+
+
 def test_put_namespace_scoped_key_in_its_namespace(api: CheckedClient) -> None:
     r = api.put("/api/v1/namespaces/other", json={}, headers=headers("scoped"))
     # 201, or 200 when an earlier test on the same node created it
