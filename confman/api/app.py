@@ -23,7 +23,13 @@ from confman.api.compaction import retention_configured, run_compactor
 from confman.api.context import CONTEXT, READ_WAIT_MAX_S, ApiContext, HttpMetrics, NodeRuntime
 from confman.api.fastpath import FastFront
 from confman.api.forward import Forwarder
-from confman.api.logs import CORRELATION_ID, access_log, error_log
+from confman.api.logs import (
+    CORRELATION_ID,
+    access_log,
+    error_log,
+    log_malformed,
+    malformed_reason,
+)
 from confman.api.problems import PROBLEM_CONTENT_TYPE, Problem, Redirect, from_http_exception
 from confman.api.routes_health import asset
 from confman.api.validation import correlation_id
@@ -202,12 +208,18 @@ class _ProblemRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        plain = super().handle_error(request, status, exc, message)  # logs; may raise
+        if status >= 500:  # a bug: aiohttp logs it at ERROR with its traceback
+            super().handle_error(request, status, exc, message)  # may raise
+            detail = ""
+        else:  # the client's fault: one debug line without the bytes, no traceback
+            if request.writer.output_size > 0:  # as aiohttp: a response is under way
+                raise ConnectionError("Response is sent already, cannot send an error")
+            detail = malformed_reason(message)
+            log_malformed(status, detail, request.remote)
         cid = os.urandom(16).hex()
-        detail = (message or "").strip() or ("Malformed HTTP request" if status < 500 else "")
-        problem = Problem(status, detail=detail[:300])
+        problem = Problem(status, detail=detail)
         resp = web.Response(
-            status=plain.status,
+            status=status,
             body=orjson.dumps(problem.body(request.rel_url.raw_path, cid)),
             content_type=PROBLEM_CONTENT_TYPE,
             headers={"X-Correlation-Id": cid},

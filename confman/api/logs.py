@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import time
 from typing import IO, Any
@@ -22,6 +23,36 @@ CORRELATION_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 access_log = logging.getLogger("confman.api.access")
 error_log = logging.getLogger("confman.api")
+#: Requests refused below the application (unparsable heads): debug level, reason only.
+malformed_log = logging.getLogger("confman.api.malformed")
+#: Where a parser message starts quoting input: ``b'...'``, ``bytearray(b'...')``, ``"..."``.
+_QUOTED = re.compile(r"\s*(?:bytearray\()?b?['\"`]")
+
+
+def malformed_reason(message: str | None) -> str:
+    """What was wrong with a refused request, without the bytes the parser quoted.
+
+    aiohttp's parser messages quote the offending line (``Invalid header value char:`` and
+    then ``b'X-Api-Key: ...'``), which can hold a secret: only the first line is kept, up to
+    any quote, and only when it is printable ASCII.
+    """
+    first = (message or "").strip().split("\n", 1)[0]
+    reason = _QUOTED.split(first, 1)[0].rstrip(": ")[:120]
+    if not reason or not reason.isascii() or not reason.isprintable():
+        return "Malformed HTTP request"
+    return reason
+
+
+def log_malformed(status: int, reason: str, remote: str | None) -> None:
+    """One debug record for a request refused before routing (no bytes, no traceback)."""
+    if malformed_log.isEnabledFor(logging.DEBUG):
+        malformed_log.debug(
+            "malformed HTTP request from %s refused with %d: %s",
+            remote,
+            status,
+            reason,
+            extra={"fields": {"status": status, "reason": reason, "remote": remote}},
+        )
 
 
 def _timestamp(created: float) -> str:

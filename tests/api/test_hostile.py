@@ -4,6 +4,7 @@ always a problem naming what is wrong."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -12,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.api.harness import LiveNode, headers
+from confman.api.logs import malformed_reason
+from tests.api.harness import LiveNode, headers, wait_for
 from tests.api.spec import CheckedClient, check_response
 
 NS = "hostile"
@@ -367,6 +369,51 @@ def test_malformed_http_gets_a_problem(node: LiveNode, data: bytes) -> None:
     assert r.headers["Content-Type"] == "application/problem+json"
     body = r.json()
     assert body["status"] == r.status_code and body["traceId"] == r.headers["X-Correlation-Id"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Api-Key: s3cr3t-key\x01\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Api-Key: s3cr3t\n-key\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Api-Key: s3cr3t-key\x00\r\n\r\n",
+        b"\x16\x03\x01s3cr3t-key\r\n\r\n",
+    ],
+)
+def test_malformed_requests_are_logged_at_debug_without_their_bytes(
+    node: LiveNode, data: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    r = raw_exchange(node, data)
+    assert r.status_code == 400 and "s3cr3t" not in r.text
+    wait_for(lambda: any("malformed" in rec.getMessage() for rec in caplog.records), 5, "log")
+    for rec in caplog.records:
+        text = rec.getMessage() + (
+            logging.Formatter().formatException(rec.exc_info) if rec.exc_info else ""
+        )
+        assert "s3cr3t" not in text, (rec.name, text)
+        assert rec.levelno < logging.WARNING or not rec.name.startswith(("aiohttp", "confman")), (
+            rec.name,
+            text,
+        )
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("Invalid header value char:\n\n  b'X-Api-Key: k\\x01'\n   ^", "Invalid header value char"),
+        (
+            "Got more than 8190 bytes when reading: bytearray(b'aaaa')",
+            "Got more than 8190 bytes when reading",
+        ),
+        ("Bad status line 'key\x01'", "Bad status line"),
+        ("'only a quote'", "Malformed HTTP request"),
+        ("k\u00e9y", "Malformed HTTP request"),
+        (None, "Malformed HTTP request"),
+    ],
+)
+def test_malformed_reason_drops_quoted_input(message: str | None, reason: str) -> None:
+    assert malformed_reason(message) == reason
 
 
 # -- property: anything goes in, no 5xx comes out -------------------------------------------
