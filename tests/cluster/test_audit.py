@@ -1,5 +1,6 @@
-"""Issue 5: after random writes across a leader failover, every node returns the same audit
-list, with exactly one event per change and the right created/updated/deleted actions."""
+"""docs/behaviour.md §17 (issue 5): after random writes across a leader failover, every node
+returns the same audit list, with exactly one event per change and the right
+created/updated/deleted actions."""
 
 from __future__ import annotations
 

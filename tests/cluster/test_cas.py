@@ -1,6 +1,6 @@
-"""Compare-and-set on a real cluster: of two writers racing with the same If-Match exactly
-one wins, and read-modify-write increments from several clients, through a leader failover,
-lose no update: the counter equals the number of successful writes."""
+"""docs/behaviour.md §14, compare-and-set on a real cluster: of two writers racing with the same
+If-Match exactly one wins, and read-modify-write increments from several clients, through a
+leader failover, lose no update: the counter equals the number of successful writes."""
 
 from __future__ import annotations
 

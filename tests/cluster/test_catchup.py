@@ -1,4 +1,4 @@
-"""REFERENCE 4: a node killed while writes continue catches up when it returns."""
+"""docs/behaviour.md §5: a node killed while writes continue catches up when it returns."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Read consistency on a real cluster: a linearizable read (on a lagging follower, or on an
-old leader cut off or paused) never returns a value older than a write acknowledged before
-the read started, and a lease read is never served by a leader that could have been
-deposed. Local reads may be stale; ``minIndex`` reads one's own writes on any node."""
+"""docs/behaviour.md §13, read consistency on a real cluster: a linearizable read (on a lagging
+follower, or on an old leader cut off or paused) never returns a value older than a write
+acknowledged before the read started, and a lease read is never served by a leader that could
+have been deposed. Local reads may be stale; ``minIndex`` reads one's own writes on any node."""
 
 from __future__ import annotations
 

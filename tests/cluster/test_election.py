@@ -1,4 +1,4 @@
-"""REFERENCE 1: election on start, in any order; with two of three up a leader exists."""
+"""docs/behaviour.md §1: election on start, in any order; with two of three up a leader exists."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""REFERENCE 2 and 10: kill -9 of the leader; a new leader, writes resume, nothing lost."""
+"""docs/behaviour.md §2 and §3: kill -9 of the leader; a new leader, writes resume, nothing lost."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_leader_kill9_new_leader_higher_term_no_acknowledged_write_lost(
         c.kill(old)
 
         def new_leader() -> str | None:
-            for n in survivors:  # REFERENCE 10: reads keep answering during the failover
+            for n in survivors:  # docs/behaviour.md §3: reads answer during the failover
                 reads.append((n, get_config(c, n, "failover", "probe").status_code))
             ls = {n: t for n, t in c.leaders(survivors).items() if t > term0}
             return next(iter(ls), None)

@@ -1,7 +1,7 @@
-"""Idempotency keys on a real cluster: a write whose outcome was unknown (its leader lost the
-followers' acknowledgements and was deposed, while the entry committed under the next
-leader) retried with the same key across the failover is applied exactly once, by hand and
-by the client; the dedup record survives a full restart and expires after its window."""
+"""docs/behaviour.md §15, idempotency keys on a real cluster: a write whose outcome was unknown
+(its leader lost the followers' acknowledgements and was deposed, while the entry committed
+under the next leader) retried with the same key across the failover is applied exactly once, by
+hand and by the client; the dedup record survives a full restart and expires after its window."""
 
 from __future__ import annotations
 

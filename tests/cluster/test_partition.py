@@ -1,4 +1,5 @@
-"""REFERENCE 9: a leader cut off from the majority steps down; its writes never take effect."""
+"""docs/behaviour.md §11: a leader cut off from the majority steps down; its writes never take
+effect."""
 
 from __future__ import annotations
 

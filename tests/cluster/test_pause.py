@@ -1,4 +1,4 @@
-"""REFERENCE 9 (second half): a stale leader with a lower term steps down when it sees a
+"""docs/behaviour.md §12: a stale leader with a lower term steps down when it sees a
 higher one. The leader is frozen with SIGSTOP (alive, sockets open, silent) while the others
 elect a new leader, then thawed."""
 

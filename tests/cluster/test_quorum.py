@@ -1,4 +1,5 @@
-"""REFERENCE 5, 6, 7: two nodes down → no leader, readable, not writable; one back → writes."""
+"""docs/behaviour.md §6-§9 (and the 503 of §4): two nodes down → no leader, readable, not
+writable; one back → writes; five nodes tolerate two failures, not three."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_survivor_without_quorum_serves_reads_refuses_writes_until_one_returns(
 
     info = c.wait_for(stepped_down, 10, 0.01, f"{survivor} to lose its leader")
     took = time.monotonic() - t0
-    if down == "both_followers":  # REFERENCE 5/9: a leader without a majority steps down
+    if down == "both_followers":  # docs/behaviour.md §6: a leader without a majority steps down
         assert took <= election_hi_s(c) + TOLERANCE_S, f"stepped down after {took:.3f}s"
     assert info["httpStatus"] == 503 and info["status"] == "not_ready", info
     assert info["leader"] is None

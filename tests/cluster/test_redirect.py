@@ -1,4 +1,4 @@
-"""REFERENCE 3: a write to a follower gets 307 to the leader, method and body preserved."""
+"""docs/behaviour.md §4: a write to a follower gets 307 to the leader, method and body preserved."""
 
 from __future__ import annotations
 

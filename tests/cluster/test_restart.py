@@ -1,4 +1,4 @@
-"""REFERENCE 8: full cluster restart in every start order; all committed data present."""
+"""docs/behaviour.md §10: full cluster restart in every start order; all committed data present."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A follower that lost its disk is rebuilt from the leader's snapshot plus its log."""
+"""docs/behaviour.md §18: a follower that lost its disk is rebuilt from the leader's snapshot
+plus its log."""
 
 from __future__ import annotations
 

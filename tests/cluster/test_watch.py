@@ -1,6 +1,6 @@
-"""Watches on a real cluster: over a run with writes, a leader failover and forced client
-disconnects, what an SSE watcher and a long-polling watcher receive equals the committed
-changes (the audit log) in order, with no loss and no duplicate."""
+"""docs/behaviour.md §16, watches on a real cluster: over a run with writes, a leader failover
+and forced client disconnects, what an SSE watcher and a long-polling watcher receive equals the
+committed changes (the audit log) in order, with no loss and no duplicate."""
 
 from __future__ import annotations
 
