@@ -22,6 +22,11 @@ keepalive_timeout_s = 75.0        # an idle keep-alive connection is closed afte
 max_connections = 1024            # open HTTP connections per node; more are closed at once
 max_connections_per_ip = 128      # open HTTP connections per client address
 
+[http.tls]                        # HTTPS (advertise and members' http then use https://)
+cert_file = "/etc/confman/node.pem"   # reloaded with key_file on SIGHUP
+key_file = "/etc/confman/node.key"
+client_ca_file = "/etc/confman/clients.pem"  # optional: require client certificates (mTLS)
+
 [history]                         # change history: the audit log, which watches replay
 retention_entries = 0             # keep changes of the last N log indexes (0: no limit)
 retention_s = 0                   # keep changes of the last N seconds (0: no limit)
@@ -92,6 +97,15 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpTls:
+    """``[http.tls]``: the API's certificate and key, and the CA of client certificates."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything one node needs to run."""
 
@@ -119,6 +133,7 @@ class NodeConfig:
     http_keepalive_timeout_s: float = 75.0
     http_max_connections: int = 1024
     http_max_connections_per_ip: int = 128
+    http_tls: HttpTls | None = None
     history_retention_entries: int = 0
     history_retention_s: int = 0
     history_compact_interval_ms: int = 5_000
@@ -243,6 +258,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
             "keepalive_timeout_s",
             "max_connections",
             "max_connections_per_ip",
+            "tls",
         },
         "http.",
     )
@@ -373,17 +389,44 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
         http_keepalive_timeout_s=_seconds(http, "keepalive_timeout_s", 75.0, "http."),
         http_max_connections=_positive(http, "max_connections", 1024, "http."),
         http_max_connections_per_ip=_positive(http, "max_connections_per_ip", 128, "http."),
+        http_tls=_http_tls(http, base),
         history_retention_entries=_non_negative(history, "retention_entries", "history."),
         history_retention_s=_non_negative(history, "retention_s", "history."),
         history_compact_interval_ms=_positive(history, "compact_interval_ms", 5_000, "history."),
         log_level=_get(log, "level", str, "log.", "info"),
         log_format=_get(log, "format", str, "log.", "text" if profile == "dev" else "json"),
     )
+    if cfg.http_tls is not None and not cfg.http_advertise.startswith("https://"):
+        raise ConfigError(
+            "http.advertise: must be an https:// URL when [http.tls] is set "
+            f"(got {cfg.http_advertise!r}; use https in this node's [[members]] http too)"
+        )
     if cfg.log_format not in ("json", "text"):
         raise ConfigError("log.format: must be 'json' or 'text'")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log.level: must be debug, info, warning or error")
     return cfg
+
+
+def _http_tls(http: Mapping[str, Any], base: Path) -> HttpTls | None:
+    """``[http.tls]``, its files resolved against the config's directory and checked."""
+    if "tls" not in http:
+        return None
+    tls = _get(http, "tls", dict, "http.")
+    _check_unknown(tls, {"cert_file", "key_file", "client_ca_file"}, "http.tls.")
+    files: dict[str, Path | None] = {}
+    for name in ("cert_file", "key_file", "client_ca_file"):
+        raw = _get(tls, name, str, "http.tls.", None if name == "client_ca_file" else ...)
+        if raw is None:
+            files[name] = None
+            continue
+        path = Path(raw) if Path(raw).is_absolute() else base / raw
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ConfigError(f"http.tls.{name}: cannot read {path}")
+        files[name] = path
+    cert, key = files["cert_file"], files["key_file"]
+    assert cert is not None and key is not None
+    return HttpTls(cert, key, files["client_ca_file"])
 
 
 def _positive(d: Mapping[str, Any], key: str, default: int, where: str) -> int:
@@ -467,6 +510,7 @@ __all__ = [
     "WELL_KNOWN_DEV_KEYS",
     "ApiKey",
     "ConfigError",
+    "HttpTls",
     "Member",
     "NodeConfig",
     "from_mapping",
