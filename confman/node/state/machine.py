@@ -44,6 +44,7 @@ from confman.node.state.schema import (
     namespace_dict,
     read_meta,
 )
+from confman.node.storage.files import private_database
 from confman.node.storage.snapshots import install_snapshot
 from confman.raft.types import ConfState, Entry, EntryType
 
@@ -136,6 +137,7 @@ class StateMachine:
 
     # -- lifecycle ------------------------------------------------------------------------
     def _open(self) -> None:
+        private_database(self.db_path)  # 0600, and so its -wal/-shm (not SQLite's 0644)
         conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
         # 8 KiB pages: rows of 1 KB values (and audit rows holding two) waste less space
         # than in 4 KiB pages; measured 1.4x less file, 1.2x less written, ~15% less CPU

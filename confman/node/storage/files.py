@@ -7,17 +7,50 @@ simulates power loss. Paths are plain strings. Durability contract (as on Linux)
   durable.
 - Creating, renaming and removing a file change its directory; only ``sync_dir`` on that
   directory makes the change durable.
+
+Files are created 0600 and directories 0700 whatever the umask (they hold the cluster's
+data); a file opened for appending is tightened to 0600 if it was looser.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Protocol
 
-__all__ = ["AppendFile", "FileSystem", "OSFileSystem"]
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "AppendFile",
+    "FileSystem",
+    "OSFileSystem",
+    "private_database",
+    "private_fd",
+]
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 _RWF_DSYNC: int | None = getattr(os, "RWF_DSYNC", None)  # Linux 4.7+
+#: Modes of what the node creates: readable by its own user only.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def private_fd(fd: int) -> int:
+    """``fd`` after making its file 0600 (open's mode argument is masked by the umask)."""
+    if os.fstat(fd).st_mode & 0o777 != FILE_MODE:
+        os.fchmod(fd, FILE_MODE)
+    return fd
+
+
+def private_database(path: str) -> None:
+    """Create the SQLite database ``path`` 0600 if missing, else tighten it and any -wal/-shm
+    left by an earlier run to 0600. SQLite gives the -wal/-shm it creates the database's
+    mode, so the database's is enough for them."""
+    os.close(private_fd(os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC, FILE_MODE)))
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.close(private_fd(os.open(path + suffix, os.O_RDONLY | _CLOEXEC)))
 
 
 class AppendFile(Protocol):
@@ -122,10 +155,11 @@ class OSFileSystem:
     _APPEND = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
     def create(self, path: str) -> AppendFile:
-        return _OSAppendFile(os.open(path, self._APPEND | os.O_CREAT | os.O_EXCL, 0o644))
+        fd = os.open(path, self._APPEND | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        return _OSAppendFile(private_fd(fd))
 
     def open_append(self, path: str) -> AppendFile:
-        return _OSAppendFile(os.open(path, self._APPEND))
+        return _OSAppendFile(private_fd(os.open(path, self._APPEND)))
 
     def read(self, path: str) -> bytes:
         with open(path, "rb") as f:
@@ -141,9 +175,10 @@ class OSFileSystem:
         parent = os.path.dirname(path)
         self.make_dirs(parent)
         try:
-            os.mkdir(path)
+            os.mkdir(path, DIR_MODE)
         except FileExistsError:
             return
+        os.chmod(path, DIR_MODE)  # mkdir's mode is masked by the umask
         self.sync_dir(parent)
 
     def rename(self, src: str, dst: str) -> None:

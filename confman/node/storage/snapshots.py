@@ -29,6 +29,7 @@ import google_crc32c
 import msgpack
 
 from confman.node.state.schema import SchemaError, read_meta
+from confman.node.storage.files import DIR_MODE, FILE_MODE, private_fd
 from confman.raft.types import ConfState, SnapshotMeta
 
 MAGIC = b"CONFSNAP"
@@ -213,7 +214,8 @@ def install_snapshot(
     db = Path(db_path)
     staging = db.with_name(db.name + ".installing")
     try:
-        with open(src, "rb") as f, open(staging, "wb") as out:
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with open(src, "rb") as f, os.fdopen(private_fd(fd), "wb") as out:
             info, _ = _read_header(src, f)
             crc, copied = _crc_of(f, info.size, out)
             if copied != info.size or crc != info.checksum:
@@ -307,7 +309,9 @@ class SnapshotStore:
             raise ValueError("retain must be >= 1")
         self.dir = Path(dir)
         self.retain = retain
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(DIR_MODE, parents=True, exist_ok=True)
+        if self.dir.stat().st_mode & 0o777 != DIR_MODE:  # made earlier, or under a umask
+            self.dir.chmod(DIR_MODE)
         for stale in self.dir.glob(_TMP_PREFIX + "*"):
             stale.unlink(missing_ok=True)
 
