@@ -113,20 +113,50 @@ def dev_status(root: Path, output: str) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _resolve(root: Path, node: str) -> str:
+    """NODE as given, or the node that is now the ``leader`` / a ``follower``."""
+    if node not in ("leader", "follower"):
+        return node
+    for row in _call(root, "status")["nodes"]:
+        if row["state"] == "running" and _cluster_view(row["url"]).get("role") == node:
+            return str(row["node"])
+    raise click.ClickException(f"no running node is a {node} now (see `confman dev status`)")
+
+
+def _echo(row: dict[str, Any]) -> None:
+    state = f"pid {row['pid']}" if row["pid"] else row.get("lastExit") or "stopped"
+    extra = "" if row.get("serving", True) else " (not answering /health yet)"
+    click.echo(f"{row['node']}: {row['state']} ({state}){extra}")
+
+
 def _node_command(op: str, doc: str) -> click.Command:
     @click.argument("node")
     @click.pass_obj
     def command(root: Path, node: str) -> None:
-        row = _call(root, op, node)["node"]
-        state = f"pid {row['pid']}" if row["pid"] else row.get("lastExit") or "stopped"
-        extra = "" if row.get("serving", True) else " (not answering /health yet)"
-        click.echo(f"{row['node']}: {row['state']} ({state}){extra}")
+        _echo(_call(root, op, _resolve(root, node))["node"])
 
     command.__doc__ = doc
     return dev.command(op)(command)
 
 
-_node_command("kill", "Kill NODE with SIGKILL, as a crash would.")
-_node_command("stop", "Stop NODE with SIGTERM (SIGKILL after 10 s).")
-_node_command("start", "Start NODE again and wait until it answers.")
-_node_command("restart", "Stop NODE (SIGTERM) and start it again.")
+_WHICH = " NODE is node1, node2, node3, or `leader` / `follower` for the node in that role now."
+_node_command("kill", "Kill NODE with SIGKILL, as a crash would." + _WHICH)
+_node_command("stop", "Stop NODE with SIGTERM (SIGKILL after 10 s)." + _WHICH)
+
+
+@dev.command("start")
+@click.argument("node", required=False)
+@click.pass_obj
+def dev_start(root: Path, node: str | None) -> None:
+    """Start NODE again (without NODE: every stopped node) and wait until it answers."""
+    if node is not None:
+        names = [node]
+    else:
+        names = [r["node"] for r in _call(root, "status")["nodes"] if r["state"] == "stopped"]
+        if not names:
+            raise click.ClickException("every node is running")
+    for name in names:
+        _echo(_call(root, "start", name)["node"])
+
+
+_node_command("restart", "Stop NODE (SIGTERM) and start it again." + _WHICH)

@@ -149,9 +149,9 @@ def test_killed_leader_is_reported_others_serve_and_start_catches_up(dev: Dev) -
     ns = _put(dev.urls[survivors[0]], "api/v1/namespaces/staging", {"description": "s"})
     assert ns.is_success, ns.text
 
-    r = dev.cli("kill", first)
+    r = dev.cli("kill", "leader")
     assert r.returncode == 0, r.stderr
-    assert "killed by SIGKILL" in r.stdout
+    assert r.stdout.startswith(f"{first}: stopped (killed by SIGKILL)"), r.stdout
     rows = dev.status()
     assert rows[first]["state"] == "stopped" and rows[first]["lastExit"] == "killed by SIGKILL"
     assert all(rows[n]["state"] == "running" for n in survivors)
