@@ -32,6 +32,7 @@ from confman.client.errors import (
     TimedOut,
     Unauthorized,
     Unavailable,
+    UntrustedEndpoint,
 )
 from confman.client.models import (
     AuditEvent,
@@ -69,6 +70,7 @@ __all__ = [
     "TimedOut",
     "Unauthorized",
     "Unavailable",
+    "UntrustedEndpoint",
     "Watch",
     "WatchEvent",
 ]

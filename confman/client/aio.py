@@ -13,6 +13,7 @@ from confman.client.core import ClientCore, Consistency
 from confman.client.models import AuditEvent, ChangePage, Entry, Namespace, NodeStatus, WatchEvent
 from confman.client.plan import Plan, Sleep
 from confman.client.sse import SSEParser
+from confman.client.tls import PathLike, ssl_context
 from confman.client.watching import WatchState
 
 
@@ -31,6 +32,9 @@ class AsyncClient:
         forward_writes: bool = False,
         session_reads: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        cacert: PathLike | None = None,
+        cert: PathLike | None = None,
+        key: PathLike | None = None,
     ) -> None:
         self._core = ClientCore(
             endpoints,
@@ -44,6 +48,7 @@ class AsyncClient:
             headers=self._core.headers(),
             timeout=httpx.Timeout(timeout, connect=2.0),
             transport=transport,
+            verify=ssl_context(cacert, cert, key),
         )
 
     async def aclose(self) -> None:
@@ -69,7 +74,8 @@ class AsyncClient:
                     continue
                 reply: httpx.Response | httpx.TransportError
                 try:
-                    reply = await self._http.request(step.method, step.url, **step.options())
+                    options = step.options(self._core.auth(step.url))
+                    reply = await self._http.request(step.method, step.url, **options)
                 except httpx.TransportError as exc:
                     reply = exc
                 step = plan.send(reply)

@@ -2,7 +2,8 @@
 ``watch``, ``audit`` and ``cluster status``, on ``confman.client.Client``.
 
 Every command takes ``--endpoints`` (or ``$CONFMAN_ENDPOINTS``), ``--api-key`` (or
-``$CONFMAN_API_KEY``) and ``--output table|json``.
+``$CONFMAN_API_KEY``), ``--output table|json``, and for https endpoints ``--cacert``,
+``--cert`` and ``--key`` (or ``$CONFMAN_CACERT``, ``$CONFMAN_CERT``, ``$CONFMAN_KEY``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from confman.client.errors import ConfmanError
 from confman.client.models import Entry, WatchEvent
 from confman.client.render import explain, fields, table, to_json
 from confman.client.sync import Client
+from confman.client.tls import ssl_context
 
 CONSISTENCY = click.Choice(["local", "linearizable", "lease"])
 
@@ -33,11 +35,21 @@ class Options:
     api_key: str | None
     output: str
     retry_timeout: float
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+_FILE = click.Path(exists=True, dir_okay=False)
 
 
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--endpoints``, ``--api-key``, ``--output`` and ``--retry-timeout``; the command
-    receives them as ``opts``."""
+    """Add ``--endpoints``, ``--api-key``, ``--output``, ``--retry-timeout`` and the TLS
+    files; the command receives them as ``opts``."""
+    return _with_options(f, ("--key", "--cert-key"))
+
+
+def _with_options(f: Callable[..., Any], key_flags: tuple[str, ...]) -> Callable[..., Any]:
 
     @functools.wraps(f)
     def command(
@@ -46,9 +58,13 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         api_key: str | None,
         output: str,
         retry_timeout: float,
+        cacert: str | None,
+        cert: str | None,
+        tls_key: str | None,
         **kw: Any,
     ) -> Any:
-        return f(*args, opts=Options(endpoints, api_key, output, retry_timeout), **kw)
+        opts = Options(endpoints, api_key, output, retry_timeout, cacert, cert, tls_key)
+        return f(*args, opts=opts, **kw)
 
     options = [
         click.option(
@@ -79,6 +95,28 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Seconds to keep retrying when no leader or node answers.",
         ),
+        click.option(
+            "--cacert",
+            envvar="CONFMAN_CACERT",
+            type=_FILE,
+            default=None,
+            help="CA certificate(s) (PEM) to trust for https endpoints (also $CONFMAN_CACERT).",
+        ),
+        click.option(
+            "--cert",
+            envvar="CONFMAN_CERT",
+            type=_FILE,
+            default=None,
+            help="Client certificate (PEM) for nodes that require one (also $CONFMAN_CERT).",
+        ),
+        click.option(
+            *key_flags,
+            "tls_key",
+            envvar="CONFMAN_KEY",
+            type=_FILE,
+            default=None,
+            help="Private key of --cert, unless in that file (also $CONFMAN_KEY).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -89,7 +127,18 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def connect(opts: Options) -> Iterator[Client]:
     """A client; its errors become one-line messages and exit status 1."""
     try:
-        client = Client(opts.endpoints, opts.api_key, retry_timeout=opts.retry_timeout)
+        ssl_context(opts.cacert, opts.cert, opts.key)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cacert/--cert/--key") from None
+    try:
+        client = Client(
+            opts.endpoints,
+            opts.api_key,
+            retry_timeout=opts.retry_timeout,
+            cacert=opts.cacert,
+            cert=opts.cert,
+            key=opts.key,
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--endpoints") from None
     try:
@@ -295,7 +344,7 @@ def _event_line(ev: WatchEvent) -> str:
 @click.option("--prefix", "-p", default=None, help="Only keys of NAMESPACE with this prefix.")
 @click.option("--since", type=click.IntRange(0), default=None, help="Start after this index.")
 @click.option("--count", type=click.IntRange(1), default=None, help="Stop after N changes.")
-@common_options
+@functools.partial(_with_options, key_flags=("--cert-key",))  # --key filters here
 def watch_cmd(
     namespace: str | None,
     key: str | None,

@@ -73,12 +73,17 @@ class ClientCore:
         self.forward_writes = forward_writes
 
     def headers(self) -> dict[str, str]:
+        """The headers of every request (the API key is not one: see ``auth``)."""
         from confman import __version__
 
-        out = {"User-Agent": f"confman-client/{__version__}", "Accept": "application/json"}
-        if self.api_key:
-            out["X-Api-Key"] = self.api_key
-        return out
+        return {"User-Agent": f"confman-client/{__version__}", "Accept": "application/json"}
+
+    def auth(self, url: str) -> dict[str, str]:
+        """The API key header for a request to ``url``: none unless ``url`` is a configured
+        endpoint or an advertised member (the plans never send anywhere else)."""
+        if self.api_key and self.endpoints.trusted(url):
+            return {"X-Api-Key": self.api_key}
+        return {}
 
     # -- building blocks ----------------------------------------------------------------
     def _read(
@@ -139,7 +144,9 @@ class ClientCore:
                 out.append(NodeStatus(url, False, error=f"{type(reply).__name__}: {reply}"))
                 continue
             try:
-                out.append(NodeStatus.from_json(url, reply.json()))
+                body = reply.json()
+                self.endpoints.learn(url, body)
+                out.append(NodeStatus.from_json(url, body))
             except (ValueError, AttributeError):
                 out.append(NodeStatus(url, False, error=f"HTTP {reply.status_code}"))
         return out

@@ -22,6 +22,19 @@ class ConnectionFailed(ConfmanError):
         self.outcome_unknown = outcome_unknown
 
 
+class UntrustedEndpoint(ConfmanError):
+    """A 307 or a leader hint pointed outside the configured endpoints and the members they
+    advertise on the same scheme (or from https to http); nothing was sent there.
+
+    ``url`` is where it pointed, ``host`` its ``host:port``.
+    """
+
+    def __init__(self, url: str, host: str, why: str) -> None:
+        super().__init__(f"refusing to send the API key to {host} ({url}): {why}")
+        self.url = url
+        self.host = host
+
+
 class ApiError(ConfmanError):
     """The cluster answered with an error (an RFC 7807 problem)."""
 

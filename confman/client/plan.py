@@ -5,6 +5,10 @@ driver sends back the ``httpx.Response`` or the ``httpx.TransportError``) and ``
 steps, and returns its result. ``exchange`` holds the policy: leader discovery through
 ``/health/ready``, following 307, and retries of 503/504/unreachable nodes with
 exponential backoff and jitter until the retry budget is spent.
+
+The API key goes only to the configured endpoints and the members they advertise
+(``cluster.members`` of ``/health/ready``) on their own scheme: a 307 or a leader hint that
+points anywhere else, or from https to http, raises ``UntrustedEndpoint`` (``Endpoints.vet``).
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from confman.client.errors import ConnectionFailed, error_for
+from confman.client.errors import ConnectionFailed, UntrustedEndpoint, error_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +36,12 @@ class Send:
     json: Any = None
     timeout: float | None = None  # None: the client's default
 
-    def options(self) -> dict[str, Any]:
-        """Keyword arguments of ``httpx.Client.request`` for this step."""
+    def options(self, auth: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``httpx.Client.request`` for this step, with ``auth`` (the
+        API key header, when ``url`` may have it) added to the headers."""
         return {
             "params": self.params,
-            "headers": self.headers,
+            "headers": {**(self.headers or {}), **(auth or {})},
             "json": self.json,
             "timeout": httpx.USE_CLIENT_DEFAULT if self.timeout is None else self.timeout,
             "follow_redirects": False,
@@ -71,13 +76,29 @@ class Backoff:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+Origin = tuple[str, str, int]
+
+
+def origin(url: str) -> Origin:
+    """(scheme, host, port) of ``url``, the port defaulted by the scheme."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return scheme, "", -1
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
 @dataclass(slots=True)
 class Endpoints:
-    """The configured node URLs, the one reads currently use, and the known leader."""
+    """The configured node URLs, the one reads currently use, the known leader, and the
+    members the configured endpoints advertise (origin -> URL)."""
 
     urls: list[str]
     current: int = 0
     leader: str | None = None
+    members: dict[Origin, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, endpoints: str | Sequence[str]) -> Endpoints:
@@ -98,6 +119,46 @@ class Endpoints:
     def rotate(self) -> None:
         self.current = (self.current + 1) % len(self.urls)
 
+    def configured(self, url: str) -> bool:
+        return origin(url) in {origin(u) for u in self.urls}
+
+    def trusted(self, url: str) -> bool:
+        """True when the API key may go to ``url``."""
+        return self.configured(url) or origin(url) in self.members
+
+    def learn(self, advertiser: str, body: Any) -> None:
+        """Trust the members a configured endpoint's ``/health/ready`` body lists
+        (``cluster.members``: ``{"http": url}`` objects or URLs) on that endpoint's scheme."""
+        if not self.configured(advertiser) or not isinstance(body, dict):
+            return
+        cluster = body.get("cluster")
+        listed = cluster.get("members") if isinstance(cluster, dict) else None
+        if not isinstance(listed, list):
+            return
+        scheme = origin(advertiser)[0]
+        for m in listed:
+            url = m.get("http") if isinstance(m, dict) else m
+            if isinstance(url, str) and origin(url)[0] == scheme and origin(url)[1]:
+                self.members[origin(url)] = url.rstrip("/")
+
+    def vet(self, url: str, via: str) -> str:
+        """``url`` (a redirect or leader hint that ``via`` gave) if the key may go there;
+        otherwise ``UntrustedEndpoint`` naming its host."""
+        host = urlsplit(url).netloc or url
+        scheme = origin(url)[0]
+        if scheme not in ("http", "https") or not origin(url)[1]:
+            raise UntrustedEndpoint(url, host, "not an http(s) URL")
+        if origin(via)[0] == "https" and scheme != "https":
+            raise UntrustedEndpoint(url, host, f"a downgrade from https ({via}) to {scheme}")
+        if not self.trusted(url):
+            raise UntrustedEndpoint(
+                url,
+                host,
+                "neither a configured endpoint nor a member the cluster advertises on the "
+                "same scheme",
+            )
+        return url
+
     def failed(self, url: str) -> None:
         """``url`` did not answer: forget it as leader, move reads elsewhere."""
         if self.leader == url:
@@ -115,22 +176,52 @@ def base_of(location: str, path: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _ready(url: str) -> Plan:
+    """``url``'s ``/health/ready`` answer: (HTTP status, JSON object), or None."""
+    reply = yield Send("GET", url + "/health/ready", timeout=READY_TIMEOUT_S)
+    if isinstance(reply, httpx.TransportError):
+        return None
+    try:
+        body = reply.json()
+    except ValueError:
+        return None
+    return (reply.status_code, body) if isinstance(body, dict) else None
+
+
 def discover_leader(endpoints: Endpoints) -> Plan:
-    """Ask the endpoints' ``/health/ready`` who leads; the leader's URL or None."""
-    named: str | None = None
+    """Ask the endpoints' ``/health/ready`` who leads (learning the members they list); the
+    leader's URL or None. A hint naming only untrusted hosts raises ``UntrustedEndpoint``."""
+    hints: list[tuple[str, str]] = []  # (leader named, by whom)
     for url in endpoints.urls:
-        reply = yield Send("GET", url + "/health/ready", timeout=READY_TIMEOUT_S)
-        if isinstance(reply, httpx.TransportError):
+        answer = yield from _ready(url)
+        if answer is None:
             continue
-        try:
-            cluster = reply.json().get("cluster") or {}
-        except ValueError:
+        status, body = answer
+        endpoints.learn(url, body)
+        cluster = body.get("cluster") or {}
+        if not isinstance(cluster, dict):
             continue
-        if cluster.get("role") == "leader" and reply.status_code == 200:
+        if cluster.get("role") == "leader" and status == 200:
             return url
-        if named is None and cluster.get("leader"):
-            named = str(cluster["leader"]).rstrip("/")
-    return named
+        if cluster.get("leader"):
+            hints.append((str(cluster["leader"]).rstrip("/"), url))
+    refused: UntrustedEndpoint | None = None
+    for hint, via in hints:
+        try:
+            return endpoints.vet(hint, via)
+        except UntrustedEndpoint as exc:
+            refused = refused or exc
+    if refused is not None:
+        raise refused
+    return None
+
+
+def learn_members(endpoints: Endpoints) -> Plan:
+    """Ask every configured endpoint which members it advertises."""
+    for url in endpoints.urls:
+        answer = yield from _ready(url)
+        if answer is not None:
+            endpoints.learn(url, answer[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +244,14 @@ def exchange(endpoints: Endpoints, call: Call, retry_timeout: float) -> Plan:
 
     Writes and lease reads go to the known leader (discovered when unknown), other reads to
     the current endpoint.
-    A 307 is followed at once; 502/503/504 and unreachable nodes are retried with backoff,
+    A 307 to a trusted URL (see ``Endpoints.vet``; the members are asked again once when it
+    is not) is followed at once; 502/503/504 and unreachable nodes are retried with backoff,
     on another endpoint for reads, until ``retry_timeout`` seconds have passed.
     """
     deadline = time.monotonic() + retry_timeout
     backoff = Backoff()
     redirects = 0
+    asked_members = False
     target: str | None = None
     last_problem = "no attempt made"
     maybe_applied = False
@@ -192,7 +285,12 @@ def exchange(endpoints: Endpoints, call: Call, retry_timeout: float) -> Plan:
             redirects += 1
             if redirects > MAX_REDIRECTS:
                 raise ConnectionFailed(f"more than {MAX_REDIRECTS} redirects for {call.path}")
-            target = base_of(reply.headers["location"], call.path)
+            location = urljoin(target + call.path, reply.headers["location"])
+            named = base_of(location, call.path)
+            if not endpoints.trusted(named) and not asked_members:
+                asked_members = True
+                yield from learn_members(endpoints)
+            target = endpoints.vet(named, target)
             if call.leader:
                 endpoints.leader = target
             continue

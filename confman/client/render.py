@@ -18,6 +18,7 @@ from confman.client.errors import (
     IdempotencyKeyReused,
     PreconditionFailed,
     Unauthorized,
+    UntrustedEndpoint,
 )
 
 #: Longest cell in a table (values can be long JSON documents; use --output json for all).
@@ -74,6 +75,8 @@ def explain(exc: ConfmanError, endpoints: Sequence[str]) -> str:
         if exc.outcome_unknown:
             text += ". The write may or may not have been applied; check before retrying"
         return text
+    if isinstance(exc, UntrustedEndpoint):
+        return f"{exc} (list that node in --endpoints if it belongs to the cluster)"
     if not isinstance(exc, ApiError):
         return str(exc)
     text = f"{exc.title}: {exc.detail}"

@@ -15,6 +15,7 @@ from confman.client.core import ClientCore, Consistency
 from confman.client.models import AuditEvent, ChangePage, Entry, Namespace, NodeStatus, WatchEvent
 from confman.client.plan import Plan, Sleep
 from confman.client.sse import SSEParser
+from confman.client.tls import PathLike, ssl_context
 from confman.client.watching import WatchState
 
 
@@ -26,8 +27,11 @@ class Client:
     jitter without applying a write twice. Reads go to one endpoint and move on when it
     fails; with ``session_reads`` (default) they wait until that node has applied
     everything this client wrote or read before (``minIndex``), so a client always sees its
-    own writes and never goes back in time. The API key defaults to ``$CONFMAN_API_KEY``.
-    Errors are ``confman.client`` exceptions.
+    own writes and never goes back in time. The API key defaults to ``$CONFMAN_API_KEY``
+    and goes only to the endpoints and the members they advertise, on their scheme (a
+    redirect elsewhere raises ``UntrustedEndpoint``). ``cacert`` is the CA to trust for
+    https endpoints, ``cert``/``key`` a client certificate (mTLS). Errors are
+    ``confman.client`` exceptions.
     """
 
     def __init__(
@@ -41,6 +45,9 @@ class Client:
         forward_writes: bool = False,
         session_reads: bool = True,
         transport: httpx.BaseTransport | None = None,
+        cacert: PathLike | None = None,
+        cert: PathLike | None = None,
+        key: PathLike | None = None,
     ) -> None:
         self._core = ClientCore(
             endpoints,
@@ -54,6 +61,7 @@ class Client:
             headers=self._core.headers(),
             timeout=httpx.Timeout(timeout, connect=2.0),
             transport=transport,
+            verify=ssl_context(cacert, cert, key),
         )
 
     def close(self) -> None:
@@ -79,7 +87,9 @@ class Client:
                     continue
                 reply: httpx.Response | httpx.TransportError
                 try:
-                    reply = self._http.request(step.method, step.url, **step.options())
+                    reply = self._http.request(
+                        step.method, step.url, **step.options(self._core.auth(step.url))
+                    )
                 except httpx.TransportError as exc:
                     reply = exc
                 step = plan.send(reply)

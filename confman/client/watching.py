@@ -69,7 +69,7 @@ class WatchState:
         """The next connection: the current endpoint, resuming after the cursor."""
         self._url = self._core.endpoints.read_url
         params = dict(self._filter, heartbeat=f"{self._heartbeat:g}s")
-        headers = {"Accept": SSE_TYPE}
+        headers = {"Accept": SSE_TYPE, **self._core.auth(self._url)}
         if self.cursor is not None:
             params["since"] = str(self.cursor)
             headers["Last-Event-ID"] = str(self.cursor)
