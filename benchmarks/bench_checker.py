@@ -7,7 +7,8 @@ Histories: ``tests/testdata/linearizability`` (Jepsen etcd register logs and kv 
 histories, third-party, MIT licence; see its README). Parsing is not timed. Each history is
 checked ``--rounds`` times (default 3); the table shows the median, with the number of
 operations, the verdict (``!`` marks disagreement with the known verdict), the states the
-search memoised and the partitions. ``--slowest N`` prints only the N slowest rows (the totals cover all).
+search memoised and the partitions. ``--slowest N`` prints only the N slowest rows (the
+totals cover all).
 """
 
 from __future__ import annotations
