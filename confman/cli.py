@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from confman import __version__
 from confman.devcommands import dev
 from confman.devconfig import DEV_KEYS
 from confman.node.config import ConfigError, hash_key, load
+
+if TYPE_CHECKING:
+    from confman.api.tls import ServerTls
 
 
 @click.group()
@@ -37,9 +41,12 @@ def main() -> None:
 @click.option("--node-id", default=None, help="Override node_id.")
 @click.option("--data-dir", default=None, help="Override data_dir.")
 def serve(config_path: str, node_id: str | None, data_dir: str | None) -> None:
-    """Run one Confman node until SIGTERM or Ctrl-C."""
+    """Run one Confman node until SIGTERM or Ctrl-C (SIGHUP reloads the HTTPS certificate)."""
+    from confman.api.tls import ServerTls
+
     try:
         cfg = load(config_path, overrides={"node_id": node_id, "data_dir": data_dir})
+        tls = ServerTls(cfg.http_tls) if cfg.http_tls is not None else None
     except ConfigError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from None
     from confman.api import configure_logging
@@ -54,12 +61,12 @@ def serve(config_path: str, node_id: str | None, data_dir: str | None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        asyncio.run(_serve(cfg))
+        asyncio.run(_serve(cfg, tls))
     else:
-        uvloop.run(_serve(cfg))
+        uvloop.run(_serve(cfg, tls))
 
 
-async def _serve(cfg: object) -> None:
+async def _serve(cfg: object, tls: ServerTls | None = None) -> None:
     from confman.api.app import serve as serve_http
     from confman.node.runtime import Runtime
 
@@ -73,10 +80,14 @@ async def _serve(cfg: object) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if tls is not None:  # new connections get the new pair; open ones and the cluster stay
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)
     await rt.start()
     host, port = rt.cfg.http_listen
-    server = await serve_http(rt, host, port)
-    logging.getLogger("confman").info("node %s serving HTTP on %s:%d", rt.id, host, port)
+    server = await serve_http(rt, host, port, tls.context if tls is not None else None)
+    logging.getLogger("confman").info(
+        "node %s serving %s on %s:%d", rt.id, "HTTPS" if tls else "HTTP", host, port
+    )
     try:
         await stop.wait()
     finally:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -242,11 +243,12 @@ class HttpServer:
     port: int
     server: asyncio.Server | None = None
     front: FastFront | None = None
+    tls: bool = False
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -256,10 +258,16 @@ class HttpServer:
         await self.runner.cleanup()  # waits (60 s at most) for aiohttp's requests in progress
 
 
-async def serve(rt: NodeRuntime, host: str | None = None, port: int | None = None) -> HttpServer:
+async def serve(
+    rt: NodeRuntime,
+    host: str | None = None,
+    port: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> HttpServer:
     """Serve ``create_app(rt)`` on ``host:port`` (default: ``rt.cfg.http_listen``; port 0
     picks a free port, see ``HttpServer.port``), behind the fast path for plain GETs and
-    PUTs of an entry unless ``http.fast_path`` is off."""
+    PUTs of an entry unless ``http.fast_path`` is off. With ``ssl_context`` (see
+    ``confman.api.tls``) it serves HTTPS; the TLS handshake gets the head's deadline."""
     cfg_host, cfg_port = rt.cfg.http_listen
     host = cfg_host if host is None else host
     port = cfg_port if port is None else port
@@ -270,11 +278,21 @@ async def serve(rt: NodeRuntime, host: str | None = None, port: int | None = Non
         runner.server.__class__ = _ProblemServer  # same layout; only __call__ differs
     front = FastFront(runner.app[CONTEXT], runner.server) if rt.cfg.fast_path else None
     try:
+        tls_options: dict[str, Any] = {}
+        if ssl_context is not None:
+            tls_options = {
+                "ssl": ssl_context,
+                "ssl_handshake_timeout": rt.cfg.http_request_head_timeout_s,
+            }
         server = await asyncio.get_running_loop().create_server(
-            runner.server if front is None else front.protocol, host, port, backlog=1024
+            runner.server if front is None else front.protocol,
+            host,
+            port,
+            backlog=1024,
+            **tls_options,
         )
     except BaseException:
         await runner.cleanup()
         raise
     bound = server.sockets[0].getsockname()
-    return HttpServer(runner, host, int(bound[1]), server, front)
+    return HttpServer(runner, host, int(bound[1]), server, front, ssl_context is not None)
