@@ -64,6 +64,18 @@ def ensure_leader(request: web.Request, ctx: ApiContext) -> None:
         raise leader_elsewhere(request, rt.leader_id, rt.leader_url)
 
 
+def scoped_idempotency_key(caller: str, key: str) -> str:
+    """The key under which ``caller``'s ``Idempotency-Key`` is remembered.
+
+    Keys are per caller (by API key name) so that one tenant's key neither blocks nor
+    reveals another's: the replicated request carries ``<len(caller)>:<caller>:<key>``,
+    which no other (caller, key) pair can spell. The state machine stores it as given, so
+    the log format is unchanged; only a retry that spans an upgrade to scoped keys is not
+    recognised as one (its first attempt was remembered under the bare key).
+    """
+    return f"{len(caller)}:{caller}:{key}"
+
+
 async def propose(
     request: web.Request,
     ctx: ApiContext,
@@ -82,12 +94,15 @@ async def propose_at(
     command: Command,
     idempotency_key: str | None,
 ) -> ApplyResult:
-    """``propose`` for a request known by its raw path (and query)."""
+    """``propose`` for a request known by its raw path (and query); ``idempotency_key`` is
+    scoped to ``principal`` (``scoped_idempotency_key``)."""
     req = Request(
         command,
         principal.name,
         format_timestamp(datetime.now(UTC)),
-        idempotency_key,
+        None
+        if idempotency_key is None
+        else scoped_idempotency_key(principal.name, idempotency_key),
         ctx.idempotency_ttl_s,
     )
     try:
