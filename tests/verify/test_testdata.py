@@ -1,4 +1,5 @@
-"""The checker agrees with every third-party history of known verdict (porcupine test data).
+"""The checker agrees with every third-party history of known verdict (porcupine test data,
+vendored under tests/testdata/linearizability with its licence).
 
 Time bound: each history gets `LIMIT` seconds; on this machine every one is decided in
 well under one second (all 108 in about 3 s, see benchmarks/bench_checker.py), so the limit
@@ -29,6 +30,9 @@ ETCD_EXPECTED = {"linearizable": "linearizable", "not-linearizable": "not_linear
 
 
 def test_testdata_is_complete() -> None:
+    # Vendored third-party data: its MIT licence and a note of its origin travel with it.
+    assert "MIT License" in (TESTDATA / "LICENSE-porcupine.md").read_text()
+    assert "porcupine" in (TESTDATA / "README.md").read_text()
     assert len(VERDICTS) == 102
     assert len(list(ETCD.glob("etcd_*.log"))) == 103
     assert len(list(KV.glob("*.txt"))) == 6
