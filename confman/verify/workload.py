@@ -55,7 +55,7 @@ from confman.verify.history import HistoryRecorder, Status
 READ_LEVELS = ("local", "linearizable", "lease")
 CHECKED_LEVELS = frozenset({"linearizable", "lease"})
 ENTRY_KEY = "k"
-#: Documented 5xx answers (API.md): anything else with a 5xx status is counted as unexpected.
+#: Documented 5xx answers (docs/api.md): anything else with a 5xx status is counted as unexpected.
 DOCUMENTED_5XX = frozenset({503, 504})
 #: 503 titles the runtime raises only when the write was definitely not committed.
 DEFINITE_503 = frozenset({"No leader available", "Write not committed"})

@@ -1,5 +1,5 @@
-"""API.md's endpoint table x every role (anonymous, viewer, editor, publisher, admin, and an
-admin key scoped to another namespace): status and body, against a live single node. Every
+"""The v1 endpoints (docs/api.md) x every role (anonymous, viewer, editor, publisher, admin,
+and an admin key scoped to another namespace): status and body, against a live single node. Every
 response is also checked against the OpenAPI document by ``CheckedClient``."""
 
 from __future__ import annotations
