@@ -1,4 +1,4 @@
-"""``confman dev`` as a place to try failures (docs/behaviour.md: failover and catch-up).
+"""``confman dev`` as a place to try failures (docs/behaviour.md §2, §5).
 
 A node killed with SIGKILL is reported, the other two keep serving, nothing restarts on its
 own, and ``confman dev start`` brings the node back to the same data; Ctrl-C stops every node.
