@@ -17,7 +17,15 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
-from confman.api import cors, forward, routes_config, routes_health, routes_namespaces, watch
+from confman.api import (
+    access,
+    cors,
+    forward,
+    routes_config,
+    routes_health,
+    routes_namespaces,
+    watch,
+)
 from confman.api.auth import ACTOR, KeyStore
 from confman.api.changes import ChangeHub
 from confman.api.compaction import retention_configured, run_compactor
@@ -155,7 +163,10 @@ def create_app(rt: NodeRuntime) -> web.Application:
     )
     asset("openapi.json")  # fail at start-up, not on first use, when package data is missing
     asset("static/docs.html")
-    app = web.Application(middlewares=[_middleware(ctx)], client_max_size=cfg.max_body_bytes)
+    middlewares = [_middleware(ctx)]
+    if cfg.profile == "dev":  # inside the main middleware, which renders its 421
+        middlewares.append(access.dev_host_guard(ctx))
+    app = web.Application(middlewares=middlewares, client_max_size=cfg.max_body_bytes)
     app[CONTEXT] = ctx
     routes_health.add_routes(app.router)
     routes_namespaces.add_routes(app.router)

@@ -88,5 +88,10 @@ class NodeMetrics:
             "reading its answers (until its write buffer drained)",
             registry=r,
         )
+        self.host_refused = Counter(
+            "confman_http_host_refused",
+            "Requests refused (421) in the dev profile: their Host did not name this node",
+            registry=r,
+        )
         self.info = Gauge("confman_node_info", "Node identity", ["node_id"], registry=r)
         self.info.labels(node_id=node_id).set(1)
