@@ -276,31 +276,35 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
 ) -> HttpServer:
     """Serve ``create_app(rt)`` on ``host:port`` (default: ``rt.cfg.http_listen``; port 0
-    picks a free port, see ``HttpServer.port``), behind the fast path for plain GETs and
-    PUTs of an entry unless ``http.fast_path`` is off. With ``ssl_context`` (see
+    picks a free port, see ``HttpServer.port``), behind the fast front. The front answers
+    plain GETs and PUTs of an entry unless ``http.fast_path`` is off; either way it applies
+    the connection caps and the first head's deadline, then hands the connection to aiohttp,
+    whose keep-alive timeout is ``http.keepalive_timeout_s`` too. With ``ssl_context`` (see
     ``confman.api.tls``) it serves HTTPS; the TLS handshake gets the head's deadline."""
-    cfg_host, cfg_port = rt.cfg.http_listen
+    cfg = rt.cfg
+    cfg_host, cfg_port = cfg.http_listen
     host = cfg_host if host is None else host
     port = cfg_port if port is None else port
-    runner = web.AppRunner(create_app(rt), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        create_app(rt),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=cfg.http_keepalive_timeout_s,
+    )
     await runner.setup()
     assert runner.server is not None
     if type(runner.server) is Server:
         runner.server.__class__ = _ProblemServer  # same layout; only __call__ differs
-    front = FastFront(runner.app[CONTEXT], runner.server) if rt.cfg.fast_path else None
+    front = FastFront(runner.app[CONTEXT], runner.server, answering=cfg.fast_path)
     try:
         tls_options: dict[str, Any] = {}
         if ssl_context is not None:
             tls_options = {
                 "ssl": ssl_context,
-                "ssl_handshake_timeout": rt.cfg.http_request_head_timeout_s,
+                "ssl_handshake_timeout": cfg.http_request_head_timeout_s,
             }
         server = await asyncio.get_running_loop().create_server(
-            runner.server if front is None else front.protocol,
-            host,
-            port,
-            backlog=1024,
-            **tls_options,
+            front.protocol, host, port, backlog=1024, **tls_options
         )
     except BaseException:
         await runner.cleanup()

@@ -15,13 +15,16 @@ directly, with the same status, headers and body the aiohttp app would send:
     validated and its outcome mapped by the very functions the aiohttp route uses
     (``put_fields``, ``propose_at``, ``put_answer``); only the HTTP around them is lean.
 
+Heads are parsed by llhttp in its strict mode (``fastpath_parse``), never split by hand.
 Anything else (another route or method, an error to report, CORS, conditional or
-consistent reads, a malformed or oversized head) hands the connection over to aiohttp, from
-the first byte of that request, for good. So aiohttp remains the one complete HTTP
-implementation and the only place errors are produced; this module only recognises a
-common success and renders it for a fraction of the CPU (measured: see
-docs/findings/performance.md). ``tests/api/test_fastpath.py`` checks that both paths answer
-alike.
+consistent reads, a head llhttp rejects, duplicate Host, X-Api-Key, Content-Type or
+Connection headers, a missing Host, Transfer-Encoding of any kind, an oversized head) hands
+the connection over to aiohttp, from the first byte of that request, for good. So aiohttp
+remains the one complete HTTP implementation and the only place errors are produced; this
+module only recognises a common success and renders it for a fraction of the CPU
+(measured: see docs/findings/performance.md). The connections themselves (backpressure,
+deadlines, caps) are ``fastpath_conn``'s. ``tests/api/test_fastpath*.py`` check that both
+paths answer alike.
 """
 
 from __future__ import annotations
@@ -29,11 +32,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -42,6 +44,8 @@ from aiohttp.http import SERVER_SOFTWARE
 
 from confman.api.auth import EDITOR, MAX_KEY_BYTES, VIEWER, Principal
 from confman.api.context import ApiContext
+from confman.api.fastpath_conn import FastConnection, Gate
+from confman.api.fastpath_parse import RawHead
 from confman.api.logs import access_log, error_log
 from confman.api.problems import Problem, Redirect
 from confman.api.responses import etag, read_headers
@@ -50,21 +54,11 @@ from confman.api.validation import CORRELATION_RE, NAME_RE, parse_object
 from confman.api.writes import propose_at
 from confman.node.state.commands import PutConfig
 
-#: A request head longer than this is left to aiohttp (which enforces its own limits).
-MAX_HEAD = 8192
-#: Idle keep-alive connections are closed after this long (aiohttp's default).
-IDLE_TIMEOUT_S = 3630.0
-_SWEEP_S = 30.0
-_PREFIX = b"GET /api/v1/namespaces/"
-_PUT_PREFIX = b"PUT /api/v1/namespaces/"
-_SUFFIX = b" HTTP/1.1"
-#: Bytes a client may send ahead while its write is in progress before reading pauses.
-_MAX_AHEAD = 1 << 16
-#: Headers the entry routes ignore (whatever their value). Anything not listed here or
-#: handled in ``_parse`` takes the general path.
+_PREFIX = b"/api/v1/namespaces/"
+#: Headers the entry routes ignore (whatever their value llhttp accepts). Anything not
+#: listed here or handled in ``_parse`` takes the general path.
 _PLAIN = frozenset(
     {
-        b"host",
         b"user-agent",
         b"accept",
         b"accept-encoding",
@@ -73,7 +67,6 @@ _PLAIN = frozenset(
         b"pragma",
     }
 )
-_OWS = b" \t"
 
 Handover = Callable[[], asyncio.Protocol]
 
@@ -87,37 +80,53 @@ class _Head:
     key: str
     principal: Principal
     cid: str | None
-    content_type: bytes | None  # None: absent or given twice
+    content_type: bytes | None
     length: int  # Content-Length (0 when absent)
 
 
 class FastFront:
-    """Shared by the connections of one server: the app context and what a response needs."""
+    """Shared by the connections of one server: the app context and what a response needs,
+    the connection caps and deadlines (``gate``)."""
 
-    def __init__(self, ctx: ApiContext, slow: Handover) -> None:
+    def __init__(self, ctx: ApiContext, slow: Handover, answering: bool = True) -> None:
         self.ctx = ctx
         self.slow = slow
+        #: False (``http.fast_path = false``): every request goes to aiohttp, but the
+        #: connections still pass the gate and their first head its deadline here.
+        self.answering = answering
+        cfg = ctx.rt.cfg
+        self.gate = Gate(
+            ctx.rt.metrics,
+            cfg.http_max_connections,
+            cfg.http_max_connections_per_ip,
+            cfg.http_request_head_timeout_s,
+            cfg.http_keepalive_timeout_s,
+        )
         self.conns: set[FastConnection] = set()
+        #: Requests answered here (not by aiohttp), for tests and probes.
+        self.answered = 0
         self._counters: dict[tuple[str, int], Any] = {}
         self._histogram = ctx.metrics.latency.labels(ENTRY_ROUTE)
         self._server_line = f"Server: {SERVER_SOFTWARE}\r\n\r\n".encode()
-        self._sweeper: asyncio.TimerHandle | None = None
         #: Set by ``shutdown``: no further request is answered here.
         self.closing = False
 
     def protocol(self) -> FastConnection:
         """The protocol factory for ``loop.create_server``."""
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_S, self._sweep)
         return FastConnection(self)
+
+    @property
+    def open_count(self) -> int:
+        """Open connections, fast or handed to aiohttp."""
+        return self.gate.open
+
+    def open_from(self, ip: str) -> int:
+        return self.gate.per_ip.get(ip, 0)
 
     async def shutdown(self, timeout: float) -> None:
         """Close the connections still served here (not those handed to aiohttp); those
         with a write in progress once it is answered, waiting at most ``timeout``."""
         self.closing = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
         busy = [c.busy for c in self.conns if c.busy is not None]
         for conn in list(self.conns):
             if conn.busy is None:
@@ -127,19 +136,13 @@ class FastFront:
         for conn in list(self.conns):
             conn.close()
 
-    def _sweep(self) -> None:
-        deadline = time.monotonic() - IDLE_TIMEOUT_S
-        for conn in [c for c in self.conns if c.last_active < deadline and c.busy is None]:
-            conn.close()
-        self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_S, self._sweep)
-
-    def _parse(self, lines: list[bytes], prefix: bytes, level: int) -> _Head | None:
+    def _parse(self, raw: RawHead, method: bytes, level: int) -> _Head | None:
         """The head's fields when it has the fast shape and a key of ``level`` for the
         namespace, else None."""
-        line = lines[0]
-        if not (line.startswith(prefix) and line.endswith(_SUFFIX)):
+        url = raw.url
+        if raw.method != method or not url.startswith(_PREFIX):
             return None
-        parts = line[len(prefix) : -len(_SUFFIX)].split(b"/")
+        parts = url[len(_PREFIX) :].split(b"/")
         if len(parts) != 3 or parts[1] != b"config":
             return None
         try:
@@ -153,25 +156,21 @@ class FastFront:
         api_key: bytes | None = None
         cid: str | None = None
         content_type: bytes | None = None
-        types = 0
         length: int | None = None
-        for field in lines[1:]:
-            name, colon, value = field.partition(b":")
-            if not colon:
-                return None
-            name = name.lower()  # a name with spaces or obs-fold matches nothing below
+        hosts = connections = 0
+        for name, value in raw.fields:
             if name in _PLAIN:
                 continue
-            value = value.strip(_OWS)
-            if name == b"x-api-key" and api_key is None:
+            if name == b"host" and not hosts and value:
+                hosts = 1
+            elif name == b"x-api-key" and api_key is None:
                 api_key = value
-            elif name == b"connection" and value.lower() == b"keep-alive":
-                continue
+            elif name == b"connection" and not connections and value.lower() == b"keep-alive":
+                connections = 1
             elif name == b"content-length" and length is None and value.isdigit():
                 length = int(value)
-            elif name == b"content-type":
+            elif name == b"content-type" and content_type is None:
                 content_type = value
-                types += 1
             elif name == b"x-correlation-id" and cid is None:
                 try:
                     cid = value.decode("ascii")
@@ -180,23 +179,21 @@ class FastFront:
                 if not CORRELATION_RE.match(cid):
                     return None
             else:
-                return None
-        if not api_key or len(api_key) > MAX_KEY_BYTES:
+                return None  # unknown, repeated or odd: aiohttp's
+        if not hosts or not api_key or len(api_key) > MAX_KEY_BYTES:
             return None
         principal = self.ctx.keys.lookup_raw(api_key)
         if principal is None or principal.level < level or not principal.may_access(ns):
             return None
-        path = line[4 : -len(_SUFFIX)].decode("ascii")
-        if types > 1:
-            content_type = None
+        path = url.decode("ascii")
         return _Head(path, ns, key, principal, cid, content_type, length or 0)
 
-    def answer(self, head: bytes, peer: str | None) -> bytes | None:
-        """The complete response to a GET ``head`` (request line and headers, without the
-        blank line), or None when the request is not of the fast shape."""
+    def answer(self, raw: RawHead, peer: str | None) -> bytes | None:
+        """The complete response to a GET head, or None when the request is not of the
+        fast shape."""
         start = time.perf_counter()
-        h = self._parse(head.split(b"\r\n"), _PREFIX, VIEWER)
-        if h is None or h.length:
+        h = self._parse(raw, b"GET", VIEWER)
+        if h is None or h.length or not raw.complete:
             return None
         rt = self.ctx.rt
         reader = rt.reader
@@ -214,13 +211,18 @@ class FastFront:
         self._record("GET", 200, h, cid, peer, start)
         return response
 
-    def write_head(self, head: bytes) -> _Head | None:
-        """The fields of a PUT ``head`` of the fast shape (its body still to come)."""
+    def write_head(self, raw: RawHead) -> _Head | None:
+        """The fields of a PUT head of the fast shape (its body still to come)."""
         ctx = self.ctx
         if ctx.forward_writes or ctx.rt.role != "leader":
             return None  # a redirect, or a forwarded write: aiohttp's
-        h = self._parse(head.split(b"\r\n"), _PUT_PREFIX, EDITOR)
-        if h is None or h.content_type != b"application/json" or not 0 < h.length <= ctx.max_body:
+        h = self._parse(raw, b"PUT", EDITOR)
+        if (
+            h is None
+            or raw.complete
+            or h.content_type != b"application/json"
+            or not 0 < h.length <= ctx.max_body
+        ):
             return None
         return h
 
@@ -291,6 +293,7 @@ class FastFront:
             counter = self.ctx.metrics.requests.labels(method, ENTRY_ROUTE, str(status))
             self._counters[(method, status)] = counter
         counter.inc()
+        self.answered += 1
         elapsed = time.perf_counter() - start
         self._histogram.observe(elapsed)
         if access_log.isEnabledFor(logging.INFO):
@@ -311,144 +314,3 @@ class FastFront:
                     }
                 },
             )
-
-
-class FastConnection(asyncio.Protocol):
-    """One client connection, until it sends a request of another shape."""
-
-    __slots__ = (
-        "_buf",
-        "_eof",
-        "_front",
-        "_peer",
-        "_read_paused",
-        "_transport",
-        "_write_paused",
-        "busy",
-        "last_active",
-    )
-
-    def __init__(self, front: FastFront) -> None:
-        self._front = front
-        self._transport: asyncio.Transport | None = None
-        self._buf = b""
-        self._peer: str | None = None
-        self._write_paused = False
-        self._read_paused = False
-        self._eof = False
-        #: The write in progress; requests after it wait (responses keep their order).
-        self.busy: asyncio.Task[bytes] | None = None
-        self.last_active = time.monotonic()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername")
-        self._peer = peer[0] if isinstance(peer, tuple) else None
-        self._front.conns.add(self)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._front.conns.discard(self)
-        self._transport = None
-
-    def data_received(self, data: bytes) -> None:
-        self.last_active = time.monotonic()
-        self._buf = self._buf + data if self._buf else data
-        if self.busy is None:
-            self._serve()
-        self._flow()
-
-    def _serve(self) -> None:
-        """Answer the complete requests buffered, until one must wait or go elsewhere."""
-        front = self._front
-        buf = self._buf
-        while buf and not front.closing:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._hand_over(buf)
-                    return
-                break
-            if end > MAX_HEAD:
-                self._hand_over(buf)
-                return
-            if buf.startswith(b"PUT "):
-                h = front.write_head(buf[:end])
-                if h is None:
-                    self._hand_over(buf)
-                    return
-                total = end + 4 + h.length
-                if len(buf) < total:
-                    break  # the body is still on its way
-                task = front.start_write(h, buf[end + 4 : total], self._peer)
-                if task is None:
-                    self._hand_over(buf)
-                    return
-                self._buf = buf[total:]
-                self.busy = task
-                task.add_done_callback(self._written)
-                return
-            response = front.answer(buf[:end], self._peer)
-            if response is None:
-                self._hand_over(buf)
-                return
-            assert self._transport is not None
-            self._transport.write(response)
-            buf = buf[end + 4 :]
-        self._buf = buf
-
-    def _written(self, task: asyncio.Task[bytes]) -> None:
-        self.busy = None
-        if self._transport is None or task.cancelled():
-            return  # the client went away meanwhile
-        self._transport.write(task.result())
-        if self._front.closing or self._eof:
-            self.close()
-            return
-        self._serve()
-        self._flow()
-
-    def _flow(self) -> None:
-        """Read while the client reads its answers and has not run too far ahead."""
-        transport = self._transport
-        if transport is None:
-            return
-        pause = self._write_paused or (self.busy is not None and len(self._buf) > _MAX_AHEAD)
-        if pause and not self._read_paused:
-            transport.pause_reading()
-        elif self._read_paused and not pause:
-            transport.resume_reading()
-        self._read_paused = pause
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        return self.busy is not None  # keep the transport open to answer the write
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._flow()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._flow()
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-    def _hand_over(self, pending: bytes) -> None:
-        """Give the connection, and the bytes of the request not answered here, to aiohttp."""
-        transport = self._transport
-        assert transport is not None
-        self._front.conns.discard(self)
-        self._transport = None
-        self._buf = b""
-        if self._read_paused:
-            transport.resume_reading()
-        slow: Any = self._front.slow()
-        transport.set_protocol(slow)
-        slow.connection_made(transport)
-        if pending:
-            slow.data_received(pending)

@@ -14,7 +14,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from confman.api.fastpath import MAX_HEAD
+from confman.api.fastpath_conn import MAX_HEAD
+from confman.api.fastpath_parse import HeadReader, RawHead
 from confman.api.problems import Problem
 from confman.api.routes_config import ENTRY_ROUTE
 from tests.api.harness import KEYS, LiveNode, headers
@@ -96,8 +97,13 @@ def answer(node: LiveNode, request: str) -> bytes | None:
     """What the fast path itself makes of ``request`` (None: it hands it over)."""
     front = node.server.front if node.server is not None else None
     assert front is not None, "the fast path is on by default"
-    head = request.encode("latin-1").split(b"\r\n\r\n", 1)[0]
-    return node.lt.call(lambda: front.answer(head, None))
+    raw = read_head(request.encode("latin-1"))
+    return None if raw is None else node.lt.call(lambda: front.answer(raw, None))
+
+
+def read_head(request: bytes) -> RawHead | None:
+    """The head of ``request`` as the fast front's parser reads it."""
+    return HeadReader().head(request.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
 
 
 FAST = [
@@ -301,11 +307,14 @@ def test_stopping_closes_idle_fast_connections(tmp_path: Path) -> None:
 def test_the_fast_path_can_be_switched_off(tmp_path: Path) -> None:
     live = LiveNode(tmp_path, fast_path=False)
     try:
-        assert live.server is not None and live.server.front is None
+        assert live.server is not None and live.server.front is not None
+        front = live.server.front
+        assert not front.answering
         live.client.put(f"/api/v1/namespaces/{NS}", headers=headers("admin"))
         live.client.put(f"{PATH}", json={"value": "v1"}, headers=headers("editor"))
         r = live.client.get(PATH, headers=headers("viewer"))
         assert r.status_code == 200 and r.json()["value"] == "v1"
+        assert live.lt.call(lambda: front.answered) == 0
     finally:
         live.close()
 
@@ -331,10 +340,13 @@ def write_shape(node: LiveNode, request_: str) -> bool:
     """Whether the fast path takes ``request_`` (a PUT) as a write of its own."""
     front = node.server.front if node.server is not None else None
     assert front is not None
-    head, body = request_.encode().split(b"\r\n\r\n", 1)
+    _, body = request_.encode().split(b"\r\n\r\n", 1)
+    raw = read_head(request_.encode())
+    if raw is None:
+        return False
 
     def check() -> bool:
-        h = front.write_head(head)
+        h = front.write_head(raw)
         if h is None:
             return False
         task = front.start_write(h, body, None)
@@ -434,7 +446,8 @@ def test_other_writes_are_answered_by_aiohttp_unchanged(node: LiveNode, request_
 def test_writes_go_the_general_way_when_forwarding_is_on(node: LiveNode) -> None:
     front = node.server.front if node.server is not None else None
     assert front is not None
-    head = put().encode().split(b"\r\n\r\n", 1)[0]
+    head = read_head(put().encode())
+    assert head is not None
 
     def with_forwarding() -> object:
         front.ctx.forward_writes = True
