@@ -14,6 +14,11 @@ same for clusters that were never closed. Node output goes to ``<base>/<node>/no
 
 ``ProcessCluster(..., proxies=False)`` points members straight at each other's raft port (no
 proxy hop, for benchmarks); the link methods (`cut`, `partition`, `latency`, ...) then raise.
+
+``ProcessCluster(..., api_tls=True)`` (default: ``$CONFMAN_TEST_API_TLS=1``) serves the API
+over HTTPS with a certificate from a test CA (``trustme``) shared by the whole process:
+`api_ca_file` is its PEM; nodes trust it for forwarding, clients pass it or
+``SSL_CERT_FILE``.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ _LIVE: weakref.WeakSet[ProcessCluster] = weakref.WeakSet()
 _PORT_LOCK = threading.Lock()
 _HANDED_OUT: set[int] = set()
 _POLL_NOISE = re.compile(r"access: GET /health|\"path\": ?\"/health")
+API_TLS_ENV = "CONFMAN_TEST_API_TLS"
+_API_CA: list[Any] = []  # [trustme.CA, Path of its PEM], made on first use
 
 
 class ClusterError(AssertionError):
@@ -156,6 +163,7 @@ class Node:
     paused: bool = False
     starts: int = 0
     expect_down: bool = True  # stopped or killed by the harness (or never started)
+    scheme: str = "http"
 
     @property
     def data_dir(self) -> Path:
@@ -163,7 +171,7 @@ class Node:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}/"
 
     @property
     def running(self) -> bool:
@@ -195,6 +203,7 @@ class ProcessCluster:
         log_level: str = "info",
         env: Mapping[str, str] | None = None,
         proxies: bool = True,
+        api_tls: bool | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a cluster needs at least one node")
@@ -204,6 +213,8 @@ class ProcessCluster:
         self.election_timeout_ms = election_timeout_ms
         self.proxies = proxies
         self.ids = [f"node{i + 1}" for i in range(n)]
+        self.api_tls = os.environ.get(API_TLS_ENV) == "1" if api_tls is None else api_tls
+        scheme = "https" if self.api_tls else "http"
         if ports is None:
             flat = free_ports(2 * n)
             ports = [(flat[2 * i], flat[2 * i + 1]) for i in range(n)]
@@ -213,16 +224,26 @@ class ProcessCluster:
         for nid, (hp, rp) in zip(self.ids, ports, strict=True):
             d = self.base_dir / nid
             d.mkdir(parents=True, exist_ok=True)
-            self.nodes[nid] = Node(nid, hp, rp, d, d / "node.toml", d / "node.log")
+            self.nodes[nid] = Node(nid, hp, rp, d, d / "node.toml", d / "node.log", scheme=scheme)
         self.secret = secrets.token_hex(24)
         self.keys = {
             "admin": "confman_admin_" + secrets.token_urlsafe(24),
             "viewer": "confman_viewer_" + secrets.token_urlsafe(24),
         }
         self._env = dict(env or {})
+        #: With api_tls: the CA PEM, and the certificate and key every node serves.
+        self.api_ca_file: Path | None = None
+        self.api_cert_file = self.base_dir / "api-tls" / "cert.pem"
+        self.api_key_file = self.base_dir / "api-tls" / "key.pem"
+        verify: Any = True
+        if self.api_tls:
+            self.api_ca_file = api_ca_file()
+            self.issue_api_cert()
+            self._env.setdefault("SSL_CERT_FILE", str(self.api_ca_file))  # for forwarding
+            verify = api_client_context()
         self._closed = False
         self._lock = threading.RLock()
-        self.http = httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0))
+        self.http = httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0), verify=verify)
         self._proxy_thread = ProxyThread()
         #: (a, b) -> the proxy that carries a's connections to b.
         self.links: dict[tuple[str, str], LinkProxy] = {}
@@ -275,7 +296,7 @@ class ProcessCluster:
             "data_dir": str(me.data_dir),
             "profile": "prod",
             "cluster_secret": self.secret,
-            "http": {"listen": f"127.0.0.1:{me.http_port}", "advertise": me.url},
+            "http": {"listen": f"127.0.0.1:{me.http_port}", "advertise": me.url, **self._api_tls()},
             "raft": raft,
             "log": {"level": log_level, "format": "text"},
             "members": members,
@@ -292,6 +313,20 @@ class ProcessCluster:
                 },
             ],
         }
+
+    def _api_tls(self) -> dict[str, Any]:
+        if not self.api_tls:
+            return {}
+        return {"tls": {"cert_file": str(self.api_cert_file), "key_file": str(self.api_key_file)}}
+
+    def issue_api_cert(self, common_name: str = "confman test node") -> None:
+        """(Re)write the nodes' API certificate and key, issued by the test CA for 127.0.0.1
+        and localhost (running nodes load them on SIGHUP)."""
+        cert = _api_ca().issue_cert("127.0.0.1", "localhost", common_name=common_name)
+        self.api_cert_file.parent.mkdir(parents=True, exist_ok=True)
+        cert.private_key_pem.write_to_path(str(self.api_key_file))
+        self.api_key_file.chmod(0o600)
+        cert.cert_chain_pems[0].write_to_path(str(self.api_cert_file))
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> ProcessCluster:
@@ -713,10 +748,44 @@ class ProcessCluster:
         return [ln for ln in text.splitlines() if needle in ln]
 
 
+def _api_ca() -> Any:
+    if not _API_CA:
+        import trustme  # a test dependency: only api_tls clusters need it
+
+        ca = trustme.CA()
+        path = Path(tempfile.mkdtemp(prefix="confman-test-ca-")) / "ca.pem"
+        ca.cert_pem.write_to_path(str(path))
+        _API_CA.extend([ca, path])
+    return _API_CA[0]
+
+
+def api_ca_file() -> Path:
+    """The PEM of the test CA behind every ``api_tls`` cluster of this process."""
+    _api_ca()
+    return Path(_API_CA[1])
+
+
+def api_client_context() -> Any:
+    """An ``ssl.SSLContext`` for clients that trusts the test CA."""
+    import ssl
+
+    return ssl.create_default_context(cafile=str(api_ca_file()))
+
+
 @atexit.register
 def _close_all() -> None:  # pragma: no cover - exercised only when a caller forgot close()
     for c in list(_LIVE):
         c.close()
 
 
-__all__ = ["ClusterError", "Node", "NodeCrashed", "ProcessCluster", "free_ports", "to_toml"]
+__all__ = [
+    "API_TLS_ENV",
+    "ClusterError",
+    "Node",
+    "NodeCrashed",
+    "ProcessCluster",
+    "api_ca_file",
+    "api_client_context",
+    "free_ports",
+    "to_toml",
+]

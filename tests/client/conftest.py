@@ -8,6 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from confman.verify.cluster import ProcessCluster
+from tests.cluster.util import trust_api_ca
+
+trust_api_ca()  # $CONFMAN_TEST_API_TLS=1: the shared cluster serves HTTPS
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,10 @@
 Every test builds its clusters through the ``make_cluster`` fixture, which kills every
 process and stops every proxy afterwards, pass or fail, and attaches the tail of each node's
 log to a failing test's report.
+
+With ``CONFMAN_TEST_API_TLS=1`` every cluster serves its API over HTTPS; ``SSL_CERT_FILE``
+then names the test CA, so every httpx client of the tests (and ``confman.client``)
+trusts it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import pytest
 
 from confman.verify.cluster import ProcessCluster
+from tests.cluster.util import trust_api_ca
 
 HERE = Path(__file__).parent
 _CLUSTERS = pytest.StashKey[list[ProcessCluster]]()
@@ -21,6 +26,7 @@ _CLUSTERS = pytest.StashKey[list[ProcessCluster]]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster: real-process cluster tests (tests/cluster)")
+    trust_api_ca()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -9,10 +10,17 @@ from typing import Any
 
 import httpx
 
-from confman.verify.cluster import ProcessCluster
+from confman.verify.cluster import API_TLS_ENV, ProcessCluster, api_ca_file
 
 #: Slack for timing assertions: HTTP polling and scheduling on two shared cores.
 TOLERANCE_S = 0.4
+
+
+def trust_api_ca() -> None:
+    """With ``$CONFMAN_TEST_API_TLS=1``, make every default-verifying httpx client of this
+    process (the helpers here, the tests' own, ``confman.client``) trust the test CA."""
+    if os.environ.get(API_TLS_ENV) == "1":
+        os.environ["SSL_CERT_FILE"] = str(api_ca_file())
 
 
 def election_hi_s(c: ProcessCluster) -> float:
