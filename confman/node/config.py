@@ -32,6 +32,13 @@ retention_entries = 0             # keep changes of the last N log indexes (0: n
 retention_s = 0                   # keep changes of the last N seconds (0: no limit)
 compact_interval_ms = 5000        # how often the leader checks whether to compact
 
+[watch]                           # GET /api/v1/watch; over a limit: 503 + Retry-After
+max_subscribers = 1024            # open watches (streams and long polls) per node
+max_per_key = 256                 # open watches per node of one target (key, prefix,
+                                  # namespace, or every namespace)
+page_bytes = 1048576              # a long-poll answer or stream batch holds about this much
+                                  # (500 changes at most; one log index is never split)
+
 [raft]
 listen = "127.0.0.1:7100"
 election_timeout_ms = [150, 300]
@@ -137,6 +144,9 @@ class NodeConfig:
     history_retention_entries: int = 0
     history_retention_s: int = 0
     history_compact_interval_ms: int = 5_000
+    watch_max_subscribers: int = 1024
+    watch_max_per_key: int = 256
+    watch_page_bytes: int = 1 << 20
     log_level: str = "info"
     log_format: str = "json"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -219,6 +229,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
             "log",
             "idempotency_ttl_s",
             "history",
+            "watch",
         },
         "",
     )
@@ -264,6 +275,15 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
     )
     history = _get(raw, "history", dict, "", {})
     _check_unknown(history, {"retention_entries", "retention_s", "compact_interval_ms"}, "history.")
+    watch = _get(raw, "watch", dict, "", {})
+    _check_unknown(watch, {"max_subscribers", "max_per_key", "page_bytes"}, "watch.")
+    watch_max = _positive(watch, "max_subscribers", 1024, "watch.")
+    watch_per_key = _positive(watch, "max_per_key", min(256, watch_max), "watch.")
+    if watch_per_key > watch_max:
+        raise ConfigError("watch.max_per_key: must not exceed watch.max_subscribers")
+    watch_page = _positive(watch, "page_bytes", 1 << 20, "watch.")
+    if watch_page < 4096:
+        raise ConfigError("watch.page_bytes: must be at least 4096")
     raft = _get(raw, "raft", dict, "", {})
     _check_unknown(
         raft,
@@ -393,6 +413,9 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
         history_retention_entries=_non_negative(history, "retention_entries", "history."),
         history_retention_s=_non_negative(history, "retention_s", "history."),
         history_compact_interval_ms=_positive(history, "compact_interval_ms", 5_000, "history."),
+        watch_max_subscribers=watch_max,
+        watch_max_per_key=watch_per_key,
+        watch_page_bytes=watch_page,
         log_level=_get(log, "level", str, "log.", "info"),
         log_format=_get(log, "format", str, "log.", "text" if profile == "dev" else "json"),
     )

@@ -194,3 +194,38 @@ def test_the_environment_may_make_a_dev_file_strict(tmp_path: Path) -> None:
     assert load(f, env={"CONFMAN_PROFILE": "prod"}).profile == "prod"
     with pytest.raises(ConfigError, match="CONFMAN_PROFILE"):
         load(f, env={"CONFMAN_PROFILE": "staging"})
+
+
+def test_watch_limits_have_defaults_and_are_settable() -> None:
+    cfg = from_mapping(_raw())
+    assert (cfg.watch_max_subscribers, cfg.watch_max_per_key, cfg.watch_page_bytes) == (
+        1024,
+        256,
+        1 << 20,
+    )
+    raw = _raw()
+    raw["watch"] = {"max_subscribers": 10, "max_per_key": 2, "page_bytes": 4096}
+    cfg = from_mapping(raw)
+    assert (cfg.watch_max_subscribers, cfg.watch_max_per_key, cfg.watch_page_bytes) == (
+        10,
+        2,
+        4096,
+    )
+
+
+@pytest.mark.parametrize(
+    ("watch", "field"),
+    [
+        ({"max_subscribers": 0}, "watch.max_subscribers"),
+        ({"max_per_key": -1}, "watch.max_per_key"),
+        ({"max_per_key": 5, "max_subscribers": 4}, "watch.max_per_key"),
+        ({"page_bytes": "1M"}, "watch.page_bytes"),
+        ({"page_bytes": 100}, "watch.page_bytes"),
+        ({"subscribers": 1}, "watch.subscribers: unknown setting"),
+    ],
+)
+def test_bad_watch_limits_name_the_field(watch: dict[str, Any], field: str) -> None:
+    raw = _raw()
+    raw["watch"] = watch
+    with pytest.raises(ConfigError, match=field):
+        from_mapping(raw)
