@@ -1,7 +1,8 @@
 """Wire format of the peer transport: frames, the authentication handshake, a framed Protocol.
 
-A frame is ``u32 length (big-endian) | u8 kind | payload``; ``length`` counts the kind byte
-and the payload. Every connection starts with a mutual challenge/response handshake::
+A frame is ``u32 length (big-endian) | u8 kind | payload [| tag]``; ``length`` counts the
+kind byte, the payload and the tag. Every connection starts with a mutual challenge/response
+handshake, whose four frames carry no tag::
 
     client -> HELLO      magic | u16 version | u8 channel | nonce (32) | client id | server id
     server -> CHALLENGE  server nonce (32)
@@ -13,6 +14,10 @@ proof is valid for one connection only and a client proof cannot be reflected as
 proof. The secret never travels. The server sends nothing but a random nonce before the
 client has proved itself; the client sends nothing but its proof before the server has.
 Identifiers are UTF-8, 1 to 255 bytes.
+
+Every later frame, in both directions, ends in a 16-byte tag keyed from the secret and the
+transcript (``confman.node.peer_auth``): a frame that fails its check closes the connection
+through ``FramedProtocol.mac_failed``. Version 2 added the tags; version 1 peers are refused.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from confman.node.peer_auth import TAG_BYTES, FrameMac, session_keys
 
 __all__ = [
     "CH_RAFT",
@@ -46,6 +53,8 @@ __all__ = [
     "MAGIC",
     "NONCE_BYTES",
     "PROTOCOL_VERSION",
+    "TAG_BYTES",
+    "FrameMac",
     "FramedProtocol",
     "HandshakeError",
     "Hello",
@@ -54,12 +63,14 @@ __all__ = [
     "frame",
     "new_nonce",
     "proof",
+    "session_macs",
+    "transcript",
 ]
 
 log = logging.getLogger("confman.node.transport")
 
 MAGIC = b"CFMNPEER"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: every frame after the handshake is MAC'd
 SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
 NONCE_BYTES = 32
 HANDSHAKE_MAX_FRAME = 1024  # before authentication nobody may make us buffer more
@@ -155,12 +166,10 @@ def decode_hello(data: bytes | memoryview) -> Hello:
     return Hello(version, channel, ids[0], ids[1], nonce)
 
 
-def proof(secret: bytes, role: bytes, hello: Hello, server_nonce: bytes) -> bytes:
-    """HMAC-SHA256 over the handshake transcript; ``role`` is ``b"client"`` or ``b"server"``."""
-    transcript = b"".join(
+def transcript(hello: Hello, server_nonce: bytes) -> bytes:
+    """What both sides agreed on: version, channel, both ids, both nonces."""
+    return b"".join(
         (
-            b"confman-peer-auth\x00",
-            role,
             struct.pack(">HB", hello.version, hello.channel),
             _id_bytes(hello.client_id),
             _id_bytes(hello.server_id),
@@ -168,7 +177,22 @@ def proof(secret: bytes, role: bytes, hello: Hello, server_nonce: bytes) -> byte
             server_nonce,
         )
     )
-    return hmac.new(secret, transcript, hashlib.sha256).digest()
+
+
+def proof(secret: bytes, role: bytes, hello: Hello, server_nonce: bytes) -> bytes:
+    """HMAC-SHA256 over the handshake transcript; ``role`` is ``b"client"`` or ``b"server"``."""
+    data = b"confman-peer-auth\x00" + role + transcript(hello, server_nonce)
+    return hmac.new(secret, data, hashlib.sha256).digest()
+
+
+def session_macs(
+    secret: bytes, hello: Hello, server_nonce: bytes, *, server: bool
+) -> tuple[FrameMac, FrameMac]:
+    """(receive, send) MACs of one side of the connection the handshake set up."""
+    c2s, s2c = session_keys(secret, transcript(hello, server_nonce))
+    if server:
+        return FrameMac(c2s), FrameMac(s2c)
+    return FrameMac(s2c), FrameMac(c2s)
 
 
 def tune_socket(transport: asyncio.BaseTransport) -> None:
@@ -198,8 +222,10 @@ class FramedProtocol(asyncio.Protocol):
 
     Frames are parsed in place: ``frame_received`` gets a memoryview of the payload that is
     valid only during the call (copy what you keep). A frame longer than ``max_frame``
-    closes the connection with a logged reason. ``on_writable`` is called when the
-    transport's write buffer drains below its low-water mark after a pause.
+    (kind byte and payload, without the tag) closes the connection with a logged reason.
+    Once ``rx_mac``/``tx_mac`` are set, frames read are checked and frames written are
+    tagged. ``on_writable`` is called when the transport's write buffer drains below its
+    low-water mark after a pause.
     """
 
     frame_received: Callable[[int, memoryview], None]
@@ -212,6 +238,8 @@ class FramedProtocol(asyncio.Protocol):
         self.closing = False
         self.close_reason = ""
         self.on_writable: Callable[[], None] | None = None
+        self.rx_mac: FrameMac | None = None
+        self.tx_mac: FrameMac | None = None
         self._buf = bytearray()
         self._drain: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -264,16 +292,32 @@ class FramedProtocol(asyncio.Protocol):
         off = 0
         view = memoryview(data)
         unpack = HEADER.unpack_from
+        compare = hmac.compare_digest
         try:
             while end_all - off >= 5:
                 length, kind = unpack(data, off)
-                if length > self.max_frame or length == 0:
-                    self.fail(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
-                    return end_all
-                end = off + 4 + length
-                if end > end_all:
-                    break
-                self.frame_received(kind, view[off + 5 : end])
+                mac = self.rx_mac  # set by a handshake frame: read it for every frame
+                if mac is None:
+                    if length > self.max_frame or length == 0:
+                        self.fail(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+                        return end_all
+                    end = off + 4 + length
+                    if end > end_all:
+                        break
+                    self.frame_received(kind, view[off + 5 : end])
+                else:
+                    if length > self.max_frame + TAG_BYTES or length <= TAG_BYTES:
+                        self.fail(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+                        return end_all
+                    end = off + 4 + length
+                    if end > end_all:
+                        break
+                    body = end - TAG_BYTES
+                    payload = view[off + 5 : body]
+                    if not compare(mac.tag(kind, payload), view[body:end]):
+                        self.mac_failed(mac.seq - 1, kind)
+                        return end_all
+                    self.frame_received(kind, payload)
                 if self.closing:
                     return end_all
                 off = end
@@ -293,9 +337,18 @@ class FramedProtocol(asyncio.Protocol):
             self.transport.write(data)
 
     def write_frame(self, kind: int, payload: bytes = b"") -> None:
-        """Write one frame; the payload is not copied."""
+        """Write one frame (tagged once ``tx_mac`` is set); the payload is not copied."""
         if not self.closing and self.transport is not None:
-            self.transport.writelines((HEADER.pack(len(payload) + 1, kind), payload))
+            mac = self.tx_mac
+            if mac is None:
+                self.transport.writelines((HEADER.pack(len(payload) + 1, kind), payload))
+            else:
+                head = HEADER.pack(len(payload) + 1 + TAG_BYTES, kind)
+                self.transport.writelines((head, payload, mac.tag(kind, payload)))
+
+    def mac_failed(self, seq: int, kind: int) -> None:
+        """A frame failed its MAC check: close (subclasses count it first)."""
+        self.fail(f"frame {seq} (kind {kind}) failed its MAC check: closing the connection")
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its high-water mark; raise if closed."""

@@ -12,9 +12,12 @@ Delivery is best effort, as Raft expects: on a connection failure the queue is d
 Callbacks always run on the event loop from a callback of their own, never from inside
 ``send``, ``update_peers`` or ``stop``, and never after ``stop``.
 
-The handshake authenticates both ends; the frames that follow are neither encrypted nor
-MAC'd, so a network attacker who can inject into a TCP stream is out of scope (run the raft
-port on a private network, or under TLS/WireGuard).
+The handshake authenticates both ends with the cluster secret and admits only peers of the
+current peer set; every later frame carries a MAC keyed from that handshake
+(``confman.node.peer_auth``), so a machine on the path can neither inject, drop, replay nor
+reorder frames. Without TLS the frames travel in clear: with ``tls`` (``[raft.tls]``, see
+``confman.node.peer_tls``) every link is mutual TLS as well, and the MACs stay on. Refused
+connections are counted by reason in ``refused`` (see ``confman.node.peer_inbound``).
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ import hmac
 import logging
 import os
 import random
-import struct
+import ssl
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
-from confman.node.codec import CodecError, decode_message, encode_message
+from confman.node.codec import CodecError, encode_message
 from confman.node.framing import (
     CH_RAFT,
     CH_SNAPSHOT,
@@ -49,14 +52,17 @@ from confman.node.framing import (
     K_WELCOME,
     NONCE_BYTES,
     PROTOCOL_VERSION,
+    TAG_BYTES,
     FramedProtocol,
     HandshakeError,
     Hello,
-    decode_hello,
     encode_hello,
     new_nonce,
     proof,
+    session_macs,
 )
+from confman.node.peer_inbound import SNAP_END, SNAP_SIZE, Inbound, SnapshotSink
+from confman.node.peer_tls import PeerTLSContexts
 from confman.raft.types import Message, MessageType
 
 __all__ = ["SNAPSHOT_CHUNK", "PeerTransport", "SnapshotSink"]
@@ -68,8 +74,6 @@ Addr = tuple[str, int]
 SNAPSHOT_CHUNK = 1 << 20
 _WRITE_BATCH = 1 << 20  # bytes per transport.write when a large backlog is flushed
 _WRITE_HIGH_WATER = 4 << 20
-_U64 = struct.Struct(">Q")
-_END = struct.Struct(">QI")  # size, crc32
 _ESSENTIAL = frozenset(
     {
         MessageType.VOTE,
@@ -82,19 +86,6 @@ _ESSENTIAL = frozenset(
         MessageType.TRANSFER_LEADER,
     }
 )
-
-
-class SnapshotSink(Protocol):
-    """Receiver side of one snapshot stream (created by ``open_snapshot_sink``)."""
-
-    def write(self, chunk: bytes) -> None:
-        """Append the next chunk of the file."""
-
-    def finish(self) -> Message | None:
-        """All bytes arrived: return the message to deliver, or None if verification failed."""
-
-    def abort(self) -> None:
-        """The transfer failed: discard what was written."""
 
 
 def _settle(fut: asyncio.Future[Any], exc: BaseException) -> None:
@@ -183,10 +174,15 @@ class _Outbound(FramedProtocol):
             auth = proof(self.owner._secret, b"client", self.hello, self.server_nonce)
             self.write_frame(K_AUTH, auth)
         elif kind == K_WELCOME and self.server_nonce is not None:
-            expected = proof(self.owner._secret, b"server", self.hello, self.server_nonce)
+            secret = self.owner._secret
+            expected = proof(secret, b"server", self.hello, self.server_nonce)
             if not hmac.compare_digest(expected, bytes(payload)):
+                self.owner._refused("auth")
                 self._reject(f"{self.peer_id} failed authentication (wrong cluster secret?)")
                 return
+            self.rx_mac, self.tx_mac = session_macs(
+                secret, self.hello, self.server_nonce, server=False
+            )
             self.max_frame = self.owner._max_frame
             self.frame_received = self._frame
             if not self.ready.done():
@@ -201,226 +197,19 @@ class _Outbound(FramedProtocol):
         else:
             self.fail(f"unexpected frame kind {kind} from {self.peer_id}")
 
-
-class _Inbound(FramedProtocol):
-    """A connection a peer dialled: server side of the handshake, then a reader."""
-
-    def __init__(self, owner: PeerTransport) -> None:
-        super().__init__(HANDSHAKE_MAX_FRAME)
-        self.owner = owner
-        self.peer_id = ""
-        self.channel = 0
-        self.authenticated = False
-        self.hello: Hello | None = None
-        self.server_nonce = b""
-        self.spoof_logged = False
-        self._timer: asyncio.TimerHandle | None = None
-        # snapshot stream state
-        self.sink: SnapshotSink | None = None
-        self.expected = self.received = self.crc = 0
-        self.last_rx = 0.0
-        self.frame_received = self._hello_frame
-
-    # -- lifecycle ------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        owner = self.owner
-        owner._conns.add(self)
-        if owner._closed:
-            self.fail("transport stopped", level=logging.DEBUG)
-            return
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(owner._handshake_timeout, self._on_timer)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._abort_sink()
-        self.owner._conns.discard(self)
-        self.owner._inbound_closed(self)
-
-    def fail(self, reason: str, *, level: int = logging.WARNING) -> None:
-        self._abort_sink()
-        super().fail(reason, level=level)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self.closing:
-            return
-        if not self.authenticated:
-            self.fail("handshake not completed in time")
-            return
-        # an authenticated snapshot stream: no frame for snapshot_timeout closes it
-        loop = asyncio.get_running_loop()
-        idle = loop.time() - self.last_rx
-        limit = self.owner._snapshot_timeout
-        if idle >= limit:
-            self.fail(f"snapshot stream from {self.peer_id} stalled for {idle:.1f} s")
-        else:
-            self._timer = loop.call_later(limit - idle, self._on_timer)
-
-    # -- handshake ------------------------------------------------------------------------
-    def _hello_frame(self, kind: int, payload: memoryview) -> None:
-        if kind != K_HELLO:
-            self.fail(f"expected a hello, got frame kind {kind}")
-            return
-        try:
-            hello = decode_hello(payload)
-        except HandshakeError as exc:
-            self.fail(f"bad hello: {exc}")
-            return
-        me = self.owner.node_id
-        if hello.server_id != me:
-            self.fail(f"hello addressed to {hello.server_id!r}, this is {me!r}")
-            return
-        if hello.client_id == me:
-            self.fail("hello claims our own node id")
-            return
-        self.hello = hello
-        self.server_nonce = new_nonce()
-        self.write_frame(K_CHALLENGE, self.server_nonce)
-        self.frame_received = self._auth_frame
-
-    def _auth_frame(self, kind: int, payload: memoryview) -> None:
-        hello = self.hello
-        assert hello is not None
-        secret = self.owner._secret
-        if kind != K_AUTH or not hmac.compare_digest(
-            proof(secret, b"client", hello, self.server_nonce), bytes(payload)
-        ):
-            self.fail(f"{hello.client_id!r} failed authentication (wrong cluster secret?)")
-            return
-        self.write_frame(K_WELCOME, proof(secret, b"server", hello, self.server_nonce))
-        self.authenticated = True
-        self.peer_id = hello.client_id
-        self.channel = hello.channel
-        self.max_frame = self.owner._max_frame
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.channel == CH_RAFT:
-            self.frame_received = self._raft_frame
-        else:
-            self.frame_received = self._snap_frame
-            self.last_rx = asyncio.get_running_loop().time()
-            self._on_timer()  # arms the stall check
-        self.owner._inbound_ready(self)
-
-    # -- raft channel ---------------------------------------------------------------------
-    def _raft_frame(self, kind: int, payload: memoryview) -> None:
-        if kind != K_MSG:
-            self.fail(f"unexpected frame kind {kind} from {self.peer_id}")
-            return
-        try:
-            msg = decode_message(payload)  # type: ignore[arg-type]  # msgpack reads buffers
-        except CodecError as exc:
-            self.fail(f"undecodable message from {self.peer_id}: {exc}")
-            return
-        owner = self.owner
-        if (
-            msg.frm == self.peer_id
-            and msg.to == owner.node_id
-            and msg.type is not MessageType.SNAPSHOT
-            and not owner._closed
-        ):  # the hot path, inlined
-            owner._received[self.peer_id] += 1
-            try:
-                owner._on_message(msg)
-            except Exception:
-                log.exception("on_message raised for a %s from %s", msg.type.name, msg.frm)
-        else:
-            owner._reject(self, msg)
-
-    # -- snapshot channel -----------------------------------------------------------------
-    def _snap_frame(self, kind: int, payload: memoryview) -> None:
-        self.last_rx = asyncio.get_running_loop().time()
-        if kind == K_SNAP_CHUNK and self.sink is not None:
-            n = len(payload)
-            if self.received + n > self.expected:
-                self._snap_done(False, f"more than the announced {self.expected} bytes")
-                return
-            self.crc = zlib.crc32(payload, self.crc)
-            self.received += n
-            try:
-                self.sink.write(bytes(payload))
-            except Exception as exc:
-                log.exception("snapshot sink for %s failed to write", self.peer_id)
-                self._snap_done(False, f"sink write failed: {exc!r}")
-        elif kind == K_SNAP_END and self.sink is not None:
-            if len(payload) != _END.size:
-                self.fail("malformed snapshot end frame")
-                return
-            size, crc = _END.unpack(payload)
-            if size != self.expected or self.received != size or crc != self.crc:
-                self._snap_done(False, "snapshot stream incomplete or corrupt (size/crc)")
-                return
-            sink, self.sink = self.sink, None
-            try:
-                result = sink.finish()
-            except Exception:
-                log.exception("snapshot sink for %s failed to finish", self.peer_id)
-                result = None
-            if result is None:
-                self._snap_done(False, "received snapshot failed verification")
-            else:
-                self.owner._deliver(self.peer_id, result)
-                self._snap_done(True, "")
-        elif kind == K_SNAP_HEADER and self.sink is None and not self.closing:
-            self._snap_header(payload)
-        else:
-            self.fail(f"unexpected frame kind {kind} on a snapshot stream")
-
-    def _snap_header(self, payload: memoryview) -> None:
-        if len(payload) < _U64.size:
-            self.fail("malformed snapshot header")
-            return
-        (size,) = _U64.unpack_from(payload, 0)
-        try:
-            msg = decode_message(payload[_U64.size :])  # type: ignore[arg-type]
-        except CodecError as exc:
-            self.fail(f"undecodable snapshot header: {exc}")
-            return
-        if (
-            msg.type is not MessageType.SNAPSHOT
-            or msg.snapshot is None
-            or msg.frm != self.peer_id
-            or msg.to != self.owner.node_id
-        ):
-            self.fail(f"invalid snapshot header from {self.peer_id} ({msg.type.name})")
-            return
-        try:
-            sink = self.owner._open_snapshot_sink(msg, size)
-        except Exception as exc:
-            log.exception("cannot open a snapshot sink for %s", self.peer_id)
-            self.fail(f"cannot open a snapshot sink: {exc!r}")
-            return
-        self.sink, self.expected, self.received, self.crc = sink, size, 0, 0
-
-    def _snap_done(self, ok: bool, reason: str) -> None:
-        """Answer the sender and close; on failure abort the sink first."""
-        self._abort_sink()
-        if not ok:
-            log.warning("snapshot from %s failed: %s", self.peer_id, reason)
-        self.write_frame(K_SNAP_ACK, b"\x01" if ok else b"\x00")
-        self.close("snapshot received" if ok else reason)
-
-    def _abort_sink(self) -> None:
-        sink, self.sink = self.sink, None
-        if sink is not None:
-            try:
-                sink.abort()
-            except Exception:
-                log.exception("snapshot sink for %s failed to abort", self.peer_id)
+    def mac_failed(self, seq: int, kind: int) -> None:
+        self.owner._refused("mac")
+        super().mac_failed(seq, kind)
 
 
 class PeerTransport:
     """Carries Raft messages between this node and its peers (see the module docstring).
 
     ``peers`` maps the other members' ids to their raft addresses (our own id is ignored).
-    Inbound connections are accepted from any node that proves knowledge of ``secret``.
-    ``max_frame_bytes`` must be the same on every node. Optional: ``connect_timeout``
+    Inbound connections are accepted from a node that proves knowledge of ``secret`` and
+    is in the current peer set (``update_peers`` changes it; removed peers are cut off).
+    ``max_frame_bytes`` must be the same on every node. ``tls``: mutual TLS on every link.
+    ``on_refused(reason)`` is called for each refused connection. Optional: ``connect_timeout``
     (dial plus handshake), ``handshake_timeout`` (inbound), ``snapshot_timeout`` (longest
     stall of a snapshot stream, and the wait for the receiver's verdict), ``backoff``
     (first and largest reconnect delay, jittered), ``rng`` for the jitter.
@@ -445,6 +234,8 @@ class PeerTransport:
         snapshot_timeout: float = 30.0,
         backoff: tuple[float, float] = (0.01, 1.0),
         rng: random.Random | None = None,
+        tls: PeerTLSContexts | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         if not secret:
             raise ValueError("the cluster secret must not be empty")
@@ -468,10 +259,14 @@ class PeerTransport:
         self._snapshot_timeout = snapshot_timeout
         self._backoff_min, self._backoff_max = backoff
         self._rng = rng or random.Random()
+        self._tls = tls
+        self._on_refused = on_refused
+        #: Connections refused, by reason: tls, handshake, auth, non_member, mac.
+        self.refused: Counter[str] = Counter()
         self._peers: dict[str, _Peer] = {}
         self._conns: set[FramedProtocol] = set()
-        self._inbound_raft: dict[str, _Inbound] = {}
-        self._inbound_snap: dict[str, _Inbound] = {}
+        self._inbound_raft: dict[str, Inbound] = {}
+        self._inbound_snap: dict[str, Inbound] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._received: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
@@ -489,7 +284,7 @@ class PeerTransport:
         self._loop = loop = asyncio.get_running_loop()
         host, port = self._listen
         self._server = await loop.create_server(
-            lambda: _Inbound(self), host, port, reuse_address=True, backlog=128
+            lambda: Inbound(self), host, port, reuse_address=True, backlog=128
         )
         self.port = self._server.sockets[0].getsockname()[1]
         for peer in self._peers.values():
@@ -626,6 +421,9 @@ class PeerTransport:
         size = sent = 0
         limit = self._max_frame
         pack = HEADER.pack
+        mac = conn.tx_mac
+        assert mac is not None  # set by the handshake, before the connection is handed out
+        tag = mac.tag
         while queue:
             msg = queue.popleft()
             try:
@@ -639,10 +437,11 @@ class PeerTransport:
                 log.error("message to %s of %d bytes exceeds the frame limit", peer.id, n)
                 peer.dropped += 1
                 continue
-            parts.append(pack(n, K_MSG))
+            parts.append(pack(n + TAG_BYTES, K_MSG))
             parts.append(payload)
+            parts.append(tag(K_MSG, payload))
             sent += 1
-            size += n + 4
+            size += n + 4 + TAG_BYTES
             if size >= _WRITE_BATCH:
                 conn.write(b"".join(parts))
                 parts.clear()
@@ -711,13 +510,25 @@ class PeerTransport:
             made.append(_Outbound(self, peer_id, channel))
             return made[-1]
 
+        tls = self._tls
         try:
             async with asyncio.timeout(self._connect_timeout):
-                await self._loop.create_connection(factory, addr[0], addr[1])
+                if tls is None:
+                    await self._loop.create_connection(factory, addr[0], addr[1])
+                else:
+                    await self._loop.create_connection(
+                        factory,
+                        addr[0],
+                        addr[1],
+                        ssl=tls.client,
+                        ssl_handshake_timeout=self._connect_timeout,
+                    )
                 await made[-1].ready
-        except BaseException:
+        except BaseException as exc:
             for conn in made:
                 conn.fail("dial abandoned", level=logging.DEBUG)
+            if isinstance(exc, ssl.SSLError):
+                self._refused("tls")
             raise
         return made[-1]
 
@@ -730,6 +541,10 @@ class PeerTransport:
                 task.cancel()
         if peer.conn is not None:
             peer.conn.fail(f"{node} removed from the peers", level=logging.INFO)
+        for table in (self._inbound_raft, self._inbound_snap):
+            conn = table.get(node)
+            if conn is not None:
+                conn.fail(f"{node} removed from the peers", level=logging.INFO)
 
     # -- outbound snapshots ---------------------------------------------------------------
     def _start_snapshot(self, peer: _Peer, msg: Message) -> None:
@@ -758,7 +573,7 @@ class PeerTransport:
             size = os.fstat(fd).st_size
             conn = await self._dial(peer.addr, CH_SNAPSHOT, peer.id)
             wire = replace(msg, snapshot=replace(msg.snapshot, data=b""))
-            conn.write_frame(K_SNAP_HEADER, _U64.pack(size) + encode_message(wire))
+            conn.write_frame(K_SNAP_HEADER, SNAP_SIZE.pack(size) + encode_message(wire))
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=2, thread_name_prefix="confman-snapshot"
@@ -776,7 +591,7 @@ class PeerTransport:
                     offset += len(chunk)
                     await conn.drain()
             if not conn.ack.done():
-                conn.write_frame(K_SNAP_END, _END.pack(offset, crc))
+                conn.write_frame(K_SNAP_END, SNAP_END.pack(offset, crc))
             async with asyncio.timeout(self._snapshot_timeout):
                 ok = await conn.ack
             if not ok:
@@ -798,19 +613,28 @@ class PeerTransport:
             self._defer(self._on_snapshot_status, peer.id, ok)
 
     # -- inbound --------------------------------------------------------------------------
-    def _inbound_ready(self, conn: _Inbound) -> None:
+    def _refused(self, reason: str) -> None:
+        """Count a refused connection (see ``refused``) and tell ``on_refused``."""
+        self.refused[reason] += 1
+        if self._on_refused is not None:
+            try:
+                self._on_refused(reason)
+            except Exception:
+                log.exception("on_refused raised")
+
+    def _inbound_ready(self, conn: Inbound) -> None:
         table = self._inbound_raft if conn.channel == CH_RAFT else self._inbound_snap
         old = table.get(conn.peer_id)
         table[conn.peer_id] = conn
         if old is not None and old is not conn:
             old.fail(f"replaced by a newer connection from {conn.peer_id}", level=logging.INFO)
 
-    def _inbound_closed(self, conn: _Inbound) -> None:
+    def _inbound_closed(self, conn: Inbound) -> None:
         table = self._inbound_raft if conn.channel == CH_RAFT else self._inbound_snap
         if table.get(conn.peer_id) is conn:
             del table[conn.peer_id]
 
-    def _reject(self, conn: _Inbound, msg: Message) -> None:
+    def _reject(self, conn: Inbound, msg: Message) -> None:
         """Drop a message with a spoofed ``frm``, a wrong ``to``, or a SNAPSHOT outside a stream."""
         if self._closed:
             return

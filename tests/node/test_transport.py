@@ -15,6 +15,7 @@ from confman.node.codec import encode_message
 from confman.raft.types import Message, MessageType
 
 from .helpers import (
+    HOST,
     LOOPS,
     SECRET,
     Node,
@@ -32,6 +33,55 @@ from .helpers import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+
+class MacPeer(RawPeer):
+    """A `RawPeer` that, once the handshake succeeded, tags and checks frames as a node does."""
+
+    rx: framing.FrameMac | None = None
+    tx: framing.FrameMac | None = None
+
+    @classmethod
+    async def connect(cls, port: int) -> MacPeer:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        return cls(reader, writer)
+
+    async def handshake(
+        self, client: str, server: str, secret: bytes = SECRET, channel: int = framing.CH_RAFT
+    ) -> bool:
+        hello = framing.Hello(
+            framing.PROTOCOL_VERSION, channel, client, server, framing.new_nonce()
+        )
+        await self.send_frame(framing.K_HELLO, framing.encode_hello(hello))
+        kind, nonce = await self.read_frame()
+        assert kind == framing.K_CHALLENGE and len(nonce) == framing.NONCE_BYTES
+        await self.send_frame(framing.K_AUTH, framing.proof(secret, b"client", hello, nonce))
+        try:
+            kind, server_proof = await self.read_frame()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return False
+        if kind != framing.K_WELCOME or server_proof != framing.proof(
+            secret, b"server", hello, nonce
+        ):
+            return False
+        self.rx, self.tx = framing.session_macs(secret, hello, nonce, server=False)
+        return True
+
+    async def send_frame(self, kind: int, payload: bytes = b"") -> None:
+        if self.tx is None:
+            await super().send_frame(kind, payload)
+            return
+        tag = self.tx.tag(kind, payload)
+        head = framing.HEADER.pack(len(payload) + 1 + framing.TAG_BYTES, kind)
+        await self.send_raw(head + payload + tag)
+
+    async def read_frame(self) -> tuple[int, bytes]:
+        kind, body = await super().read_frame()
+        if self.rx is None:
+            return kind, body
+        payload, tag = body[: -framing.TAG_BYTES], body[-framing.TAG_BYTES :]
+        assert self.rx.tag(kind, payload) == tag, "the node's frame failed its MAC check"
+        return kind, payload
 
 
 @pytest.fixture(params=LOOPS)
@@ -203,14 +253,15 @@ def test_garbage_and_oversize_frames_are_disconnected(loop_kind: str) -> None:
             await huge.send_raw(oversize_header(0xFFFFFFFF))
             assert await huge.closed_by_peer() == b""
 
-            # authenticated, then a frame over max_frame_bytes
-            big = await RawPeer.connect(a.t.port)
+            # authenticated, then a frame over max_frame_bytes (plus its tag)
+            a.t.update_peers({"b": b.addr, "c": (HOST, 1)})
+            big = await MacPeer.connect(a.t.port)
             assert await big.handshake("c", "a")
-            await big.send_raw(oversize_header((2 << 20) + 1))
+            await big.send_raw(oversize_header((2 << 20) + framing.TAG_BYTES + 1))
             assert await big.closed_by_peer() == b""
 
             # authenticated, then a well-framed but undecodable message
-            junk = await RawPeer.connect(a.t.port)
+            junk = await MacPeer.connect(a.t.port)
             assert await junk.handshake("c", "a")
             await junk.send_frame(framing.K_MSG, b"\xc1 not msgpack")
             assert await junk.closed_by_peer() == b""
@@ -250,7 +301,7 @@ def test_handshake_timeout_and_misaddressed_hello() -> None:
 
 
 def test_proof_binds_every_transcript_field() -> None:
-    hello = framing.Hello(1, framing.CH_RAFT, "a", "b", b"n" * 32)
+    hello = framing.Hello(framing.PROTOCOL_VERSION, framing.CH_RAFT, "a", "b", b"n" * 32)
     base = framing.proof(SECRET, b"client", hello, b"s" * 32)
     variants = [
         framing.proof(SECRET, b"server", hello, b"s" * 32),
@@ -264,7 +315,8 @@ def test_proof_binds_every_transcript_field() -> None:
     assert len({base, *variants}) == len(variants) + 1
     assert framing.decode_hello(framing.encode_hello(hello)) == hello
     good = framing.encode_hello(hello)
-    for bad in (b"", b"x" * 60, good[:-1], good + b"!", b"X" + good[1:]):
+    v1 = framing.encode_hello(replace(hello, version=1))  # before frames carried MACs
+    for bad in (b"", b"x" * 60, good[:-1], good + b"!", b"X" + good[1:], v1):
         with pytest.raises(framing.HandshakeError):
             framing.decode_hello(bad)
 
@@ -273,8 +325,9 @@ def test_spoofed_frm_is_dropped() -> None:
     async def main() -> None:
         a = Node("a")
         await a.t.start()
+        a.t.update_peers({"c": (HOST, 1)})
         try:
-            raw = await RawPeer.connect(a.t.port)
+            raw = await MacPeer.connect(a.t.port)
             assert await raw.handshake("c", "a")
             await raw.send_message(heartbeat("b", "a", 1))  # claims to be b
             await raw.send_message(heartbeat("c", "z", 2))  # addressed to someone else
@@ -283,7 +336,6 @@ def test_spoofed_frm_is_dropped() -> None:
             await eventually(lambda: len(a.inbox) == 1, "the honest message")
             assert a.inbox == [heartbeat("c", "a", 3)]
             await raw.close()
-            a.t.update_peers({"c": ("127.0.0.1", 1)})
             assert a.t.stats()["c"]["rejected"] == 3 and a.t.stats()["c"]["received"] == 1
         finally:
             await a.t.stop()
@@ -477,6 +529,7 @@ def test_send_before_start_is_flushed_on_start() -> None:
     async def main() -> None:
         b = Node("b")
         await b.t.start()
+        b.t.update_peers({"a": (HOST, 1)})  # a must be a member of b's cluster
         a = Node("a")
         a.t.update_peers({"b": b.addr})
         a.t.send([heartbeat("a", "b", 1)])
@@ -531,9 +584,10 @@ def test_snapshot_receiver_rejects_overrun_and_stalls(tmp_path: Path) -> None:
         b = Node("b", snapshot_timeout=0.3)
         b.sink_dir = tmp_path
         await b.t.start()
+        b.t.update_peers({"a": (HOST, 1)})
         header = framing.K_SNAP_HEADER
         try:
-            over = await RawPeer.connect(b.t.port)
+            over = await MacPeer.connect(b.t.port)
             assert await over.handshake("a", "b", channel=framing.CH_SNAPSHOT)
             await over.send_frame(
                 header, (10).to_bytes(8, "big") + encode_message(snapshot_msg("a", "b"))
@@ -543,7 +597,7 @@ def test_snapshot_receiver_rejects_overrun_and_stalls(tmp_path: Path) -> None:
             assert await over.closed_by_peer() == b""
             await eventually(lambda: b.sinks[0].aborted, "sink aborted")
 
-            stall = await RawPeer.connect(b.t.port)
+            stall = await MacPeer.connect(b.t.port)
             assert await stall.handshake("a", "b", channel=framing.CH_SNAPSHOT)
             await stall.send_frame(
                 header, (100).to_bytes(8, "big") + encode_message(snapshot_msg("a", "b"))
