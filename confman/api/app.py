@@ -310,4 +310,5 @@ async def serve(
         await runner.cleanup()
         raise
     bound = server.sockets[0].getsockname()
+    front.local_port, front.secure = int(bound[1]), ssl_context is not None
     return HttpServer(runner, host, int(bound[1]), server, front, ssl_context is not None)

@@ -42,6 +42,7 @@ from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
+from confman.api.access import DevHosts
 from confman.api.auth import EDITOR, MAX_KEY_BYTES, VIEWER, Principal
 from confman.api.context import ApiContext
 from confman.api.fastpath_conn import FastConnection, Gate
@@ -102,6 +103,11 @@ class FastFront:
             cfg.http_request_head_timeout_s,
             cfg.http_keepalive_timeout_s,
         )
+        #: The dev profile answers only Hosts naming this node (aiohttp answers the rest 421),
+        #: on the port and scheme ``serve`` sets here.
+        self._dev_hosts = DevHosts(cfg) if cfg.profile == "dev" else None
+        self.local_port: int | None = None
+        self.secure = False
         self.conns: set[FastConnection] = set()
         #: Requests answered here (not by aiohttp), for tests and probes.
         self.answered = 0
@@ -157,12 +163,13 @@ class FastFront:
         cid: str | None = None
         content_type: bytes | None = None
         length: int | None = None
-        hosts = connections = 0
+        host: bytes | None = None
+        connections = 0
         for name, value in raw.fields:
             if name in _PLAIN:
                 continue
-            if name == b"host" and not hosts and value:
-                hosts = 1
+            if name == b"host" and host is None and value:
+                host = value
             elif name == b"x-api-key" and api_key is None:
                 api_key = value
             elif name == b"connection" and not connections and value.lower() == b"keep-alive":
@@ -180,7 +187,10 @@ class FastFront:
                     return None
             else:
                 return None  # unknown, repeated or odd: aiohttp's
-        if not hosts or not api_key or len(api_key) > MAX_KEY_BYTES:
+        if host is None or not api_key or len(api_key) > MAX_KEY_BYTES:
+            return None
+        dev = self._dev_hosts
+        if dev is not None and not dev.allows(host.decode("latin-1"), self.local_port, self.secure):
             return None
         principal = self.ctx.keys.lookup_raw(api_key)
         if principal is None or principal.level < level or not principal.may_access(ns):

@@ -82,23 +82,34 @@ class Gate:
 
 class _Relay(asyncio.Protocol):
     """Between the transport and aiohttp's protocol after a handover: passes everything on
-    and frees the connection's place in the caps when it ends."""
+    and frees the connection's place in the caps when it ends. A client that half-closes
+    still gets the answers to what it sent: aiohttp is told to close after them (its own
+    protocol lets the transport close at once, dropping answers not yet written)."""
 
-    __slots__ = ("_gate", "_inner", "_ip")
+    __slots__ = ("_gate", "_half_close", "_inner", "_ip")
 
     def __init__(self, inner: Any, gate: Gate, ip: str) -> None:
         self._inner = inner
         self._gate = gate
         self._ip = ip
+        self._half_close = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # TLS transports cannot stay half open
+        self._half_close = transport.get_extra_info("sslcontext") is None
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return cast(bool | None, self._inner.eof_received())
+        keep = self._inner.eof_received()
+        waiter = getattr(self._inner, "_waiter", None)  # set while aiohttp awaits a request
+        idle = waiter is not None and not waiter.done()
+        if keep or idle or not self._half_close:
+            return cast(bool | None, keep)
+        self._inner.close()  # once the request it has is answered
+        return True
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
