@@ -7,12 +7,20 @@ several events, e.g. a namespace deletion), so ``Last-Event-ID`` always names a 
 index; ``event: progress`` (``id:`` = index) opens the stream and repeats every
 ``heartbeat`` while nothing matches, so a resumed watch need not rescan; history compacted
 under a slow stream ends it with ``event: compacted`` (a 410 problem as data).
+
+Limits (``[watch]`` settings): open watches per node (``max_subscribers``) and per watched
+target (``max_per_key``: one key, prefix, namespace or every namespace) answer ``503 Too
+many watches`` with ``Retry-After``, counted in ``confman_watch_refused{reason}``; a page
+(a long-poll answer, a stream batch) holds at most ``PAGE`` changes and about
+``page_bytes`` (whole log indexes; one index larger than that is sent alone).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +36,7 @@ from confman.api.logs import CORRELATION_ID
 from confman.api.problems import Problem, bad_request
 from confman.api.responses import json_response, read_headers
 from confman.api.validation import check_name, duration_param, int_param
+from confman.node.config import NodeConfig
 from confman.node.state.queries import ChangeFilter, ChangePage, HistoryCompacted
 
 WATCH = "/api/v1/watch"
@@ -39,6 +48,8 @@ DEFAULT_HEARTBEAT_S = 5.0
 PAGE = 500
 #: SSE reconnection delay suggested to EventSource clients, in milliseconds.
 RETRY_MS = 1000
+#: ``Retry-After`` of a watch refused because the node or its target is full, in seconds.
+FULL_RETRY_AFTER_S = 5
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
 
 
@@ -110,27 +121,106 @@ def _state_unavailable() -> Problem:
     )
 
 
+def bounded(page: ChangePage, max_bytes: int) -> ChangePage | None:
+    """``page`` cut after the last whole log index that keeps its changes within about
+    ``max_bytes`` (their JSON); None when it fits. The first index is always kept."""
+    changes = page.changes
+    size = end = 0
+    while end < len(changes):
+        index, j, group = changes[end]["index"], end, 0
+        while j < len(changes) and changes[j]["index"] == index:
+            group += len(orjson.dumps(changes[j])) + 1
+            j += 1
+        if end and size + group > max_bytes:
+            return ChangePage(
+                changes[:end], changes[end - 1]["index"], page.compacted_through, page.applied
+            )
+        size, end = size + group, j
+    return None
+
+
 def _page(ctx: ApiContext, since: int | None, flt: ChangeFilter) -> ChangePage | None:
-    """The next page after ``since`` (None: from the applied index); None without state."""
+    """The next page after ``since`` (None: from the applied index), bounded in count and
+    bytes; None without state."""
     reader = ctx.rt.reader
     if reader is None:
         return None
     start = reader.applied_index() if since is None else since
-    return reader.watch(start, flt, PAGE)
+    page = reader.watch(start, flt, PAGE)
+    cut = bounded(page, ctx.rt.cfg.watch_page_bytes)
+    if cut is None:
+        return page
+    ctx.rt.metrics.watch_pages_cut.inc()
+    return cut
 
 
-async def watch(request: web.Request) -> web.StreamResponse:
+def _target(flt: ChangeFilter) -> str:
+    """What a watch watches, in words (the key of the per-target limit)."""
+    if flt.namespace is None:
+        return "every namespace"
+    if flt.key is not None:
+        return f"namespace {flt.namespace!r} key {flt.key!r}"
+    if flt.prefix:
+        return f"namespace {flt.namespace!r} prefix {flt.prefix!r}"
+    return f"namespace {flt.namespace!r}"
+
+
+def _full(detail: str) -> Problem:
+    return Problem(
+        503,
+        "Too many watches",
+        f"{detail}; retry later or watch a wider target with one connection",
+        slug="too-many-watches",
+        headers={"Retry-After": str(FULL_RETRY_AFTER_S)},
+    )
+
+
+class WatchSlots:
+    """The open watches of one app: per node and per target (``[watch]`` limits)."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.per_target: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, cfg: NodeConfig, metrics: Any, flt: ChangeFilter) -> Iterator[None]:
+        """A slot for a watch of ``flt`` while the block runs; 503 when none is free."""
+        target = _target(flt)
+        held = self.per_target.get(target, 0)
+        if self.open >= cfg.watch_max_subscribers:
+            metrics.watch_refused.labels("node").inc()
+            raise _full(f"This node already serves {self.open} watches (its limit)")
+        if held >= cfg.watch_max_per_key:
+            metrics.watch_refused.labels("key").inc()
+            raise _full(f"This node already serves {held} watches of {target} (its limit)")
+        self.open += 1
+        self.per_target[target] = held + 1
+        metrics.watch_subscribers.inc()
+        try:
+            yield
+        finally:
+            self.open -= 1
+            left = self.per_target[target] - 1
+            if left:
+                self.per_target[target] = left
+            else:
+                del self.per_target[target]
+            metrics.watch_subscribers.dec()
+
+
+async def watch(request: web.Request, slots: WatchSlots) -> web.StreamResponse:
     ctx, principal = caller(request, VIEWER)
     query = parse_query(request, principal)
     hub = ctx.hub
     if hub is None:
         raise _state_unavailable()
-    try:
-        if query.stream:
-            return await _stream(request, ctx, hub, query)
-        return await _long_poll(ctx, hub, query)
-    except HistoryCompacted as exc:
-        raise compacted(exc) from None
+    with slots.hold(ctx.rt.cfg, ctx.rt.metrics, query.flt):
+        try:
+            if query.stream:
+                return await _stream(request, ctx, hub, query)
+            return await _long_poll(ctx, hub, query)
+        except HistoryCompacted as exc:
+            raise compacted(exc) from None
 
 
 async def _long_poll(ctx: ApiContext, hub: ChangeHub, query: WatchQuery) -> web.Response:
@@ -226,4 +316,9 @@ async def _stream(
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get(WATCH, watch, allow_head=False)
+    slots = WatchSlots()  # one app's watches
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await watch(request, slots)
+
+    router.add_get(WATCH, handler, allow_head=False)

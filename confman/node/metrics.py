@@ -93,5 +93,21 @@ class NodeMetrics:
             "Requests refused (421) in the dev profile: their Host did not name this node",
             registry=r,
         )
+        self.watch_subscribers = Gauge(
+            "confman_watch_subscribers", "Open watches (streams and long polls)", registry=r
+        )
+        self.watch_refused = Counter(
+            "confman_watch_refused",
+            "Watches refused (503): the node's limit or its target's was reached",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("node", "key"):  # exported at 0 before the first refusal
+            self.watch_refused.labels(reason)
+        self.watch_pages_cut = Counter(
+            "confman_watch_pages_cut",
+            "Watch pages cut short by watch.page_bytes (the rest follows in the next page)",
+            registry=r,
+        )
         self.info = Gauge("confman_node_info", "Node identity", ["node_id"], registry=r)
         self.info.labels(node_id=node_id).set(1)

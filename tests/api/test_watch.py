@@ -299,3 +299,133 @@ def test_encode_changes_puts_ids_on_group_ends() -> None:
     blocks = text.strip().split("\n\n")
     assert ["id: " in b for b in blocks] == [False, True, True]
     assert blocks[1].startswith("id: 4\n") and blocks[2].startswith("id: 6\n")
+
+
+# -- limits: subscribers per node and per target, page bytes (issue 14) --------------------
+
+LIMITED = {"watch_max_subscribers": 3, "watch_max_per_key": 2, "watch_page_bytes": 4096}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
+    live = LiveNode(tmp_path_factory.mktemp("watch-limits"), **LIMITED)
+    try:
+        assert live.client.put("/api/v1/namespaces/lim", headers=ADMIN).status_code == 201
+        yield live
+    finally:
+        live.close()
+
+
+def sample(node: LiveNode, name: str, **labels: str) -> float:
+    return node.rt.metrics.registry.get_sample_value(name, labels or None) or 0.0
+
+
+def refused_as_full(r: httpx.Response, which: str) -> None:
+    assert r.status_code == 503, r.text
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert int(r.headers["Retry-After"]) >= 1
+    body = r.json()
+    assert body["type"].endswith("too-many-watches") and which in body["detail"], body
+
+
+def open_streams(node: LiveNode, streams: list[Stream], n: int, **params: str) -> None:
+    for _ in range(n):
+        s = Stream(node.url, {"namespace": "lim", "heartbeat": "1s", **params}, SSE)
+        streams.append(s)
+        s.wait("the stream to open", lambda s=s: bool(s.events))
+
+
+def test_watches_per_target_and_per_node_are_capped_and_counted(
+    limited: LiveNode, streams: list[Stream]
+) -> None:
+    c = limited.client
+    open_streams(limited, streams, 2, key="hot")
+    assert sample(limited, "confman_watch_subscribers") == 2
+    before = sample(limited, "confman_watch_refused_total", reason="key")
+    r = c.get("/api/v1/watch", params={"namespace": "lim", "key": "hot"}, headers=SSE)
+    refused_as_full(r, "namespace 'lim' key 'hot'")
+    assert sample(limited, "confman_watch_refused_total", reason="key") == before + 1
+    # a long poll of the same target is refused too; another target still has room
+    r = c.get("/api/v1/watch", params={"namespace": "lim", "key": "hot"}, headers=VIEWER)
+    refused_as_full(r, "namespace 'lim' key 'hot'")
+    open_streams(limited, streams, 1, prefix="cold")
+    before = sample(limited, "confman_watch_refused_total", reason="node")
+    r = c.get("/api/v1/watch", params={"namespace": "lim", "key": "other"}, headers=VIEWER)
+    refused_as_full(r, "node")
+    assert sample(limited, "confman_watch_refused_total", reason="node") == before + 1
+    for s in streams:
+        s.close()
+    streams.clear()
+    wait_for(lambda: sample(limited, "confman_watch_subscribers") == 0, 10, "slots freed")
+    r = c.get("/api/v1/watch", params={"namespace": "lim", "key": "hot"}, headers=VIEWER)
+    assert r.status_code == 200
+
+
+def test_long_polls_hold_a_slot_only_while_they_wait(limited: LiveNode) -> None:
+    for _ in range(10):  # more than the node's cap, one after another
+        r = limited.client.get("/api/v1/watch", params={"since": "0"}, headers=VIEWER)
+        assert r.status_code == 200
+    assert sample(limited, "confman_watch_subscribers") == 0
+
+
+def test_long_poll_pages_are_bounded_by_bytes_and_lose_nothing(limited: LiveNode) -> None:
+    c = limited.client
+    since = c.get("/api/v1/watch", headers=VIEWER).json()["index"]
+    written = []
+    for i in range(12):
+        r = c.put(
+            "/api/v1/namespaces/lim/config/big",
+            json={"value": f"{i:02d}" + "x" * 1000},
+            headers=ADMIN,
+        )
+        written.append(int(r.headers["X-Confman-Index"]))
+    cut = sample(limited, "confman_watch_pages_cut_total")
+    seen: list[int] = []
+    cursor = since
+    for _ in range(20):
+        r = c.get(
+            "/api/v1/watch",
+            params={"namespace": "lim", "key": "big", "since": cursor},
+            headers=VIEWER,
+        )
+        body = r.json()
+        if not body["events"]:
+            break
+        assert len(r.content) <= LIMITED["watch_page_bytes"] + 1200  # at most one over
+        seen += [e["index"] for e in body["events"]]
+        assert body["index"] == body["events"][-1]["index"] or body["index"] >= written[-1]
+        cursor = body["index"]
+    assert seen == written
+    assert sample(limited, "confman_watch_pages_cut_total") > cut
+
+
+def test_a_change_larger_than_a_page_is_still_delivered(limited: LiveNode) -> None:
+    c = limited.client
+    since = c.get("/api/v1/watch", headers=VIEWER).json()["index"]
+    r = c.put("/api/v1/namespaces/lim/config/huge", json={"value": "h" * 10_000}, headers=ADMIN)
+    index = int(r.headers["X-Confman-Index"])
+    params = {"namespace": "lim", "key": "huge", "since": since}
+    body = c.get("/api/v1/watch", params=params, headers=VIEWER).json()
+    assert [e["index"] for e in body["events"]] == [index]
+
+
+def test_sse_batches_are_bounded_by_bytes_and_lose_nothing(
+    limited: LiveNode, streams: list[Stream]
+) -> None:
+    c = limited.client
+    since = c.get("/api/v1/watch", headers=VIEWER).json()["index"]
+    written = []
+    for i in range(12):
+        r = c.put(
+            "/api/v1/namespaces/lim/config/sse",
+            json={"value": f"{i:02d}" + "y" * 1000},
+            headers=ADMIN,
+        )
+        written.append(int(r.headers["X-Confman-Index"]))
+    cut = sample(limited, "confman_watch_pages_cut_total")
+    params = {"namespace": "lim", "key": "sse", "since": str(since), "heartbeat": "1s"}
+    s = Stream(limited.url, params, SSE)
+    streams.append(s)
+    s.wait("every change", lambda: len(s.changes()) >= len(written))
+    assert [d["index"] for _, d in s.changes()] == written
+    assert sample(limited, "confman_watch_pages_cut_total") > cut
