@@ -45,6 +45,17 @@ from confman.raft.bootstrap import bootstrap_entries
 from confman.raft.confchange import decode_conf_change
 from confman.raft.config import Config
 from confman.raft.node import RawNode
+from confman.raft.ready import (
+    Advance,
+    HandOutEntries,
+    HandOutSnapshot,
+    KeepHardState,
+    SaveSnapshot,
+    Send,
+    ServeReads,
+    WriteLog,
+    plan_ready,
+)
 from confman.raft.storage import MemoryStorage
 from confman.raft.types import (
     ConfState,
@@ -52,7 +63,6 @@ from confman.raft.types import (
     EntryType,
     HardState,
     Message,
-    MessageType,
     NotLeaderError,
     ProposalDroppedError,
     Ready,
@@ -67,8 +77,6 @@ _T = TypeVar("_T")
 APPLY_SLICE = 64
 #: Applied entries between two SQLite checkpoints (run off the loop).
 CHECKPOINT_EVERY = 2000
-#: Messages a leader may send before its own copy of the entries is durable (thesis §10.2.1).
-_EARLY = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
 #: Ticks run per loop iteration while catching up. Small enough that a node reads the
 #: messages that arrived during a stall before its timers judge its peers silent (well
 #: under election_tick_min - heartbeat_tick = 8); large enough that a saturated loop
@@ -301,7 +309,6 @@ class Runtime:
             heartbeat_tick=self.cfg.heartbeat_ticks,
             applied=self.sm.applied_index,
             rng=random.Random(),
-            bugs=frozenset(b for b in self.bugs if not b.startswith("node:")),
         )
         self.core = RawNode(raft_cfg, storage)
         self._role = self.core.role
@@ -624,55 +631,50 @@ class Runtime:
             self.fatal(70)
 
     async def _handle_ready(self, rd: Ready) -> None:
+        """Execute the Ready's plan (``confman.raft.ready``: what is durable before what)."""
         loop = asyncio.get_running_loop()
-        if rd.soft_state is not None:
+        if rd.soft_state is not None:  # before planning: the plan asks whether we lead
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
-        leader = self.core.role == Role.LEADER
-        late: list[Message] = rd.messages
-        if leader:
-            early = [m for m in rd.messages if m.type in _EARLY]
-            late = [m for m in rd.messages if m.type not in _EARLY]
-            if early:
-                self.transport.send(early)
-        if rd.snapshot is not None:
-            snap = await self._settle_snapshot(rd.snapshot)
-            await loop.run_in_executor(
-                self._wal_exec, self.wal.save_snapshot_marker, snap.meta.index, snap.meta.term
-            )
-            self.storage.apply_snapshot(snap)
-            self._last_snap_index = snap.meta.index
-            await self._apply_q.put(snap)
-        hs = rd.hard_state
-        if hs is not None:
-            self.storage.set_hard_state(hs)
-        # A change of commit index alone is not written (recovery derives it from the
-        # applied index), unless it commits a membership change: a node that restarted
-        # believing an older configuration could otherwise block every election.
-        must_write = hs is not None and (
-            (hs.term, hs.vote) != self._persisted_vote
-            or any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
+        steps = plan_ready(
+            rd,
+            leader=self.core.role == Role.LEADER,
+            durable=self._persisted_vote,
+            latest=self.storage.hard_state,
         )
-        if rd.entries or must_write:
-            t0 = time.perf_counter()
-            sync = "node:ack_before_fsync" not in self.bugs
-            await loop.run_in_executor(
-                self._wal_exec, self.wal.save, self.storage.hard_state, rd.entries, sync
-            )
-            self.metrics.fsync_latency.observe(time.perf_counter() - t0)
-            if hs is not None:
-                self._persisted_vote = (hs.term, hs.vote)
-            if rd.entries:
-                self.storage.append(rd.entries)
-        if late:
-            self.transport.send(late)
-        if rd.committed_entries:
-            await self._apply_q.put(
-                (rd.committed_entries, self._conf_changes(rd.committed_entries))
-            )
-        for rs in rd.read_states:
-            for f in self._read_waiters.pop(rs.context, []):
-                _set_result(f, rs.index)
-        self.core.advance(rd)
+        snap: Snapshot | None = None
+        for step in steps:
+            match step:
+                case KeepHardState(hard_state=hs):
+                    self.storage.set_hard_state(hs)
+                case Send(messages=msgs):
+                    self.transport.send(msgs)
+                case SaveSnapshot(snapshot=received):
+                    snap = await self._settle_snapshot(received)
+                    meta = snap.meta
+                    await loop.run_in_executor(
+                        self._wal_exec, self.wal.save_snapshot_marker, meta.index, meta.term
+                    )
+                    self.storage.apply_snapshot(snap)
+                    self._last_snap_index = meta.index
+                case HandOutSnapshot():
+                    assert snap is not None
+                    await self._apply_q.put(snap)
+                case WriteLog(entries=ents, hard_state=hs, sync=sync):
+                    t0 = time.perf_counter()
+                    sync = sync and "node:ack_before_fsync" not in self.bugs
+                    await loop.run_in_executor(self._wal_exec, self.wal.save, hs, ents, sync)
+                    self.metrics.fsync_latency.observe(time.perf_counter() - t0)
+                    self._persisted_vote = (hs.term, hs.vote)
+                    if ents:
+                        self.storage.append(ents)
+                case HandOutEntries(entries=ents):
+                    await self._apply_q.put((ents, self._conf_changes(ents)))
+                case ServeReads(read_states=states):
+                    for rs in states:
+                        for f in self._read_waiters.pop(rs.context, []):
+                            _set_result(f, rs.index)
+                case Advance():
+                    self.core.advance(rd)
         self._update_gauges()
 
     def _on_soft_state(self, leader: str | None, role: Role) -> None:

@@ -7,17 +7,6 @@ from dataclasses import dataclass, field
 
 from confman.raft.types import NodeId
 
-#: Deliberate bugs a test can switch on to prove the simulator's checks can fail.
-KNOWN_BUGS = frozenset(
-    {
-        "commit_old_terms",  # count replicas of older-term entries for commit (Figure 8)
-        "no_persist_vote",  # do not report a changed vote as hard state to persist
-        "vote_without_log_check",  # grant votes without the up-to-date log check (§5.4.1)
-        "read_index_no_heartbeat",  # serve ReadIndex without confirming leadership
-        "truncate_on_append",  # drop everything after prev index instead of conflicts only
-    }
-)
-
 
 @dataclass(slots=True)
 class Config:
@@ -40,7 +29,6 @@ class Config:
     #: Index of the last entry the state machine has applied (on restart).
     applied: int = 0
     rng: random.Random = field(default_factory=random.Random)
-    bugs: frozenset[str] = frozenset()
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending setting."""
@@ -58,6 +46,3 @@ class Config:
             raise ValueError("lease_tick must be in (0, election_tick_min)")
         if self.max_inflight_msgs <= 0:
             raise ValueError("max_inflight_msgs must be > 0")
-        unknown = self.bugs - KNOWN_BUGS
-        if unknown:
-            raise ValueError(f"unknown bugs: {sorted(unknown)}")

@@ -202,27 +202,23 @@ class RaftLog:
         return index if index >= 0 else 0
 
     def maybe_append(
-        self, index: int, log_term: int, committed: int, ents: list[Entry], truncate_all: bool
+        self, index: int, log_term: int, committed: int, ents: list[Entry]
     ) -> int | None:
         """Append ``ents`` after (index, log_term) if it matches; returns the last new index.
 
-        ``truncate_all`` switches on the deliberate PySyncObj bug (test-only): drop
-        everything after ``index`` instead of only a conflicting suffix.
+        Only a conflicting suffix is replaced: a stale, reordered append must not cut off
+        entries after it that this node already acknowledged.
         """
         if not self.matches(index, log_term):
             return None
         last_new = index + len(ents)
-        if truncate_all:
-            if ents:
-                self.unstable.truncate_and_append(ents)
-        else:
-            ci = self.find_conflict(ents)
-            if ci:
-                if ci <= self.committed:
-                    raise AssertionError(
-                        f"entry {ci} conflicts with committed entry (committed {self.committed})"
-                    )
-                self.append(ents[ci - (index + 1) :])
+        ci = self.find_conflict(ents)
+        if ci:
+            if ci <= self.committed:
+                raise AssertionError(
+                    f"entry {ci} conflicts with committed entry (committed {self.committed})"
+                )
+            self.append(ents[ci - (index + 1) :])
         self.commit_to(min(committed, last_new))
         return last_new
 
@@ -232,8 +228,9 @@ class RaftLog:
                 raise AssertionError(f"commit {to} beyond last index {self.last_index()}")
             self.committed = to
 
-    def maybe_commit(self, max_index: int, term: int, any_term: bool = False) -> bool:
-        if max_index > self.committed and (any_term or self.term(max_index) == term):
+    def maybe_commit(self, max_index: int, term: int) -> bool:
+        """Commit up to ``max_index`` if that entry is of ``term`` (§5.4.2)."""
+        if max_index > self.committed and self.term(max_index) == term:
             self.commit_to(max_index)
             return True
         return False

@@ -56,7 +56,6 @@ class RawNode:
         self.cfg = config
         self.id: NodeId = config.id
         self._rng = config.rng
-        self._bugs = config.bugs
         self.log = RaftLog(storage)
         hs, cs = storage.initial_state()
         self.term = 0
@@ -386,9 +385,7 @@ class RawNode:
             or (self.vote is None and self.leader is None)
             or (m.type == MT.PRE_VOTE and m.term > self.term)
         )
-        up_to_date = "vote_without_log_check" in self._bugs or self.log.is_up_to_date(
-            m.index, m.log_term
-        )
+        up_to_date = self.log.is_up_to_date(m.index, m.log_term)
         resp = _VOTE_RESP[m.type]
         if can_vote and up_to_date:
             self._send(Message(resp, m.frm, self.id, term=m.term))
@@ -510,13 +507,7 @@ class RawNode:
         if m.index < self.log.committed:
             self._send(Message(MT.APPEND_RESP, m.frm, self.id, index=self.log.committed))
             return
-        last_new = self.log.maybe_append(
-            m.index,
-            m.log_term,
-            m.commit,
-            list(m.entries),
-            truncate_all="truncate_on_append" in self._bugs,
-        )
+        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, list(m.entries))
         if last_new is not None:
             self._send(Message(MT.APPEND_RESP, m.frm, self.id, index=last_new))
             return
@@ -638,7 +629,7 @@ class RawNode:
         if len(matches) < len(self.voters):
             return False
         mci = quorum_index(matches)
-        committed = self.log.maybe_commit(mci, self.term, any_term="commit_old_terms" in self._bugs)
+        committed = self.log.maybe_commit(mci, self.term)
         if committed and self.pending_reads and self._committed_in_term():
             pending, self.pending_reads = self.pending_reads, []
             for ctx, frm in pending:
@@ -706,9 +697,6 @@ class RawNode:
         return True
 
     def _handle_read_request(self, ctx: bytes, frm: NodeId) -> None:
-        if "read_index_no_heartbeat" in self._bugs:
-            self._respond_read(ctx, frm, self.log.committed)
-            return
         if not self._committed_in_term():
             self.pending_reads.append((ctx, frm))
             return
@@ -755,8 +743,7 @@ class RawNode:
         return SoftState(self.leader, self.role)
 
     def _hard(self) -> HardState:
-        vote = None if "no_persist_vote" in self._bugs else self.vote
-        return HardState(self.term, vote, self.log.committed)
+        return HardState(self.term, self.vote, self.log.committed)
 
     def has_ready(self) -> bool:
         """Whether ``ready()`` would return anything."""

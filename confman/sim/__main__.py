@@ -5,32 +5,39 @@ Sweeps (progress every few seconds, then a summary; exit status 1 on any violati
     python -m confman.sim                          # 2,000 seeds over every profile
     python -m confman.sim --runs 100000 --workers 2
     python -m confman.sim --profile crashes --runs 500
-    python -m confman.sim --bug commit_old_terms --profile bug_figure8 --runs 50
 
 Replay one seed, printing its event log up to the violation (``--verbose`` adds every
 message sent); ``--set`` changes a profile setting, ``--shrink`` switches off every fault
 kind the violation does not need and prints the command for the shorter schedule::
 
     python -m confman.sim --seed 1234 --trace
-    python -m confman.sim --seed 7 --profile bug_reorder --bug truncate_on_append --trace
+    python -m confman.sim --seed 7 --profile bug_reorder --trace
     python -m confman.sim --seed 4 --profile pauses --set pause_catch_up=false --shrink
 
 A run depends on nothing but its seed (not on ``PYTHONHASHSEED``, the machine or the
 process), so a seed found by a sweep on two workers replays the same in a test.
+
+The shipped simulator runs the shipped core only. Hunting the deliberately broken variants
+(the ``bug_*`` profiles' purpose) is a test tool with the same options plus ``--bug``::
+
+    python -m tests.raft.hunt --bug commit_old_terms --profile bug_figure8 --runs 50
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Collection
 
-from confman.raft.config import KNOWN_BUGS
+from confman.sim.model import CORRECT, Variant
 from confman.sim.runner import Summary, run_seed, shrink, sweep
 from confman.sim.scenarios import PROFILES
 
+PROG = "python -m confman.sim"
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m confman.sim", description=__doc__.split("\n")[0])
+
+def _parser(prog: str, bugs: Collection[str]) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--runs", type=int, default=2000, help="number of seeds to sweep")
     ap.add_argument("--start", type=int, default=0, help="first seed of the sweep")
     ap.add_argument("--workers", type=int, default=1, help="processes for the sweep")
@@ -39,13 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--verbose", action="store_true", help="trace every message sent")
     ap.add_argument("--last", type=int, default=60, help="events shown for a failing seed")
     ap.add_argument("--profile", choices=[p.name for p in PROFILES], help="fault profile")
-    ap.add_argument(
-        "--bug",
-        action="append",
-        default=[],
-        choices=sorted(KNOWN_BUGS),
-        help="switch on a deliberate bug of the core (repeatable)",
-    )
+    if bugs:
+        ap.add_argument(
+            "--bug",
+            action="append",
+            default=[],
+            choices=sorted(bugs),
+            help="run a deliberately broken variant (repeatable)",
+        )
     ap.add_argument(
         "--set",
         action="append",
@@ -67,18 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _one(args: argparse.Namespace, bugs: frozenset[str]) -> int:
+def _one(args: argparse.Namespace, variant: Variant, prog: str) -> int:
     settings = tuple(args.set)
     if args.shrink:
-        settings, r = shrink(args.seed, args.profile, bugs, settings)
+        settings, r = shrink(args.seed, args.profile, variant, settings)
         if r.violation is not None:
             line = " ".join(f"--set {s}" for s in settings)
-            bug_args = "".join(f" --bug {b}" for b in sorted(bugs))
+            bug_args = "".join(f" --bug {b}" for b in variant.bugs)
             print(
-                f"shrunk: python -m confman.sim --seed {args.seed} --profile {r.profile}"
-                f"{bug_args} {line} --trace"
+                f"shrunk: {prog} --seed {args.seed} --profile {r.profile}{bug_args} {line} --trace"
             )
-    r = run_seed(args.seed, args.profile, bugs, args.verbose, settings, not args.no_commit_rule)
+    r = run_seed(args.seed, args.profile, variant, args.verbose, settings, not args.no_commit_rule)
     if args.trace:
         print(r.trace())
     elif r.violation is not None:
@@ -96,23 +103,31 @@ def _progress(s: Summary) -> None:
     print(f"  {s.runs} runs, {len(s.failures)} violations, {rate:.0f} runs/s", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    bugs = frozenset(args.bug)
+def main(
+    argv: list[str] | None = None,
+    *,
+    prog: str = PROG,
+    bugs: Collection[str] = (),
+    variant_for: Callable[[frozenset[str]], Variant] | None = None,
+) -> int:
+    """The command line; a test tool passes ``bugs`` and ``variant_for`` to offer ``--bug``."""
+    args = _parser(prog, bugs).parse_args(argv)
+    chosen = frozenset(getattr(args, "bug", ()))
+    variant = variant_for(chosen) if variant_for is not None and chosen else CORRECT
     if args.list_profiles:
         for i, p in enumerate(PROFILES):
             print(f"{i:2d} {p.name}: {p.nodes} nodes, {p.fault_ticks} fault ticks")
         return 0
     if args.seed is not None:
-        return _one(args, bugs)
+        return _one(args, variant, prog)
     seeds = range(args.start, args.start + args.runs)
     what = args.profile or "all profiles"
     print(f"sweeping seeds {seeds.start}..{seeds.stop - 1} ({what}) on {args.workers} worker(s)")
-    s = sweep(seeds, args.profile, bugs, args.workers, _progress)
-    print(s.report(bugs))
+    s = sweep(seeds, args.profile, variant, args.workers, _progress)
+    print(s.report(variant, prog=prog))
     for f in sorted(s.failures, key=lambda f: f.seed)[:1]:
         print(f"\nfirst failing seed {f.seed}:")
-        print(run_seed(f.seed, f.profile, bugs).trace(last=args.last))
+        print(run_seed(f.seed, f.profile, variant).trace(last=args.last))
     return 1 if s.failures else 0
 
 

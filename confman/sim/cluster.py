@@ -3,16 +3,19 @@
 ``Cluster(seed, profile).run()`` drives ``RawNode`` cores over a seeded ``Network`` and
 returns a ``RunResult``. Each virtual tick runs, in order: due disk writes, transport
 reports, faults, client actions, message deliveries, then one ``tick()`` per live node.
-Every node's ``Ready`` is handled right after the event that produced it, and every fact
-it carries is judged by ``Checker``. A seed fixes every choice, so a failing run replays
+Every node's ``Ready`` is handled right after the event that produced it, by executing the
+plan of ``confman.raft.ready`` (the runtime's own rules), and every fact it carries is judged
+by ``Checker``. A seed fixes every choice, so a failing run replays
 exactly (``python -m confman.sim --seed N --trace``).
 
-The seed also flips four coins that choose how each node's runtime behaves (the trace's
-first event names them): membership bootstrapped through the log (as the runtime does) or
-the storage's ConfState; a state machine kept across crashes (restart at its applied index)
-or rebuilt from the snapshot; synchronous or asynchronous apply (``advance`` first, the
-state machine up to 3 ticks later); the hard state written with every commit change, or
-lazily (commit recovered at restart), as the runtime does.
+The seed also flips coins that choose how each node's runtime behaves (the trace's first
+event names them): membership bootstrapped through the log (as the runtime does) or the
+storage's ConfState; a state machine kept across crashes (restart at its applied index) or
+rebuilt from the snapshot; synchronous or asynchronous apply (``advance`` first, the state
+machine up to 3 ticks later); heartbeats sent ahead of the Ready or in it.
+
+What runs is a ``Variant``: the core and the Ready planner, ``RawNode`` and ``plan_ready``
+unless a test swaps in a deliberately broken one (``tests/raft/broken.py``).
 
 The run has two phases. During ``profile.fault_ticks`` the profile's faults happen; then
 faults stop and ``Liveness`` (module ``liveness``) requires the cluster to elect, commit and
@@ -28,6 +31,17 @@ from confman.raft.bootstrap import bootstrap_entries
 from confman.raft.confchange import decode_conf_change
 from confman.raft.config import Config
 from confman.raft.node import RawNode
+from confman.raft.ready import (
+    Advance,
+    HandOutEntries,
+    HandOutSnapshot,
+    KeepHardState,
+    SaveSnapshot,
+    Send,
+    ServeReads,
+    Step,
+    WriteLog,
+)
 from confman.raft.storage import MemoryStorage
 from confman.raft.types import (
     ConfChange,
@@ -47,13 +61,23 @@ from confman.raft.types import (
 )
 from confman.sim.checks import Checker, Violation, chain_digest
 from confman.sim.liveness import LEADER_BOUND_TIMEOUTS, Liveness
-from confman.sim.model import SM_SNAPSHOT, Handout, RunResult, RunStats, SimNode, describe
+from confman.sim.model import (
+    CORRECT,
+    SM_SNAPSHOT,
+    Handout,
+    RunResult,
+    RunStats,
+    SimNode,
+    Variant,
+    describe,
+)
 from confman.sim.network import NetFaults, Network
 from confman.sim.scenarios import Profile
 
 MT = MessageType
 LEADER = Role.LEADER
 SPARES = 2  # nodes outside the initial configuration, for membership changes
+_WRITES = (SaveSnapshot, WriteLog)  # the plan's steps that write to disk
 
 
 class Cluster:
@@ -63,13 +87,13 @@ class Cluster:
         self,
         seed: int,
         profile: Profile,
-        bugs: frozenset[str] = frozenset(),
+        variant: Variant = CORRECT,
         verbose: bool = False,
         commit_rule: bool = True,
     ) -> None:
         self.seed = seed
         self.p = profile
-        self.bugs = bugs
+        self.variant = variant
         self.verbose = verbose
         self.rng = random.Random(seed)
         self.net = Network(random.Random(self.rng.getrandbits(64)), profile.net)
@@ -81,8 +105,9 @@ class Cluster:
         self.initial = tuple(f"n{i}" for i in range(1, n + 1))
         self.universe = tuple(f"n{i}" for i in range(1, n + SPARES + 1))
         self.bootstrap = ConfState(voters=self.initial)
-        # Runtime behaviours, four fair coins of their own (independent of the profile
-        # rotation, which also depends on the seed):
+        # Runtime behaviours, fair coins of their own (independent of the profile rotation,
+        # which also depends on the seed). Bit 8 once chose whether commit-only hard states
+        # were written; the Ready plan decides that now (``confman.raft.ready``).
         modes = random.Random(f"runtime-modes-{seed}").getrandbits(4)
         #: Bootstrap as the runtime does (membership as the first log entries,
         #: ``bootstrap_entries``), else through the storage's ConfState.
@@ -93,9 +118,6 @@ class Cluster:
         #: Apply asynchronously, as the runtime's apply worker does: ``advance`` first, the
         #: state machine up to ``apply_lag`` ticks later.
         self.apply_lag = 3 if modes & 4 else 0
-        #: Write the hard state only with entries or a new term or vote, as the runtime
-        #: does; a restart recovers commit from the applied index and the snapshot.
-        self.lazy_commit = modes & 8 == 8
         #: Send heartbeats and their responses as soon as they exist, even while a Ready
         #: is being persisted, as the runtime does (``RawNode.take_heartbeats``).
         self.early_heartbeats = random.Random(f"early-heartbeats-{seed}").random() < 0.5
@@ -106,7 +128,6 @@ class Cluster:
                     "log bootstrap" if self.log_bootstrap else "ConfState bootstrap",
                     "durable state machine" if self.durable_apply else "volatile state machine",
                     "async apply" if self.apply_lag else "sync apply",
-                    "lazy commit" if self.lazy_commit else "commit written",
                     "early heartbeats" if self.early_heartbeats else "heartbeats in Ready",
                 ]
             )
@@ -154,7 +175,7 @@ class Cluster:
         st.delivered = self.net.stats.delivered
         st.elections = len(self.checker.leaders)
         st.committed = self.checker.max_commit
-        return RunResult(self.seed, p.name, tuple(sorted(self.bugs)), violation, self.events, st)
+        return RunResult(self.seed, p.name, self.variant.bugs, violation, self.events, st)
 
     def _step_tick(self) -> bool:
         """One virtual tick; True when the run is finished."""
@@ -168,7 +189,7 @@ class Cluster:
                 self._resume(sn)
             if sn.apply_q and sn.apply_q[0][0] <= now:
                 self._drain_applies(sn)
-            if sn.pending is not None and sn.pending[1] <= now:
+            if sn.pending is not None and sn.pending[2] <= now:
                 self._land_write(sn)
             if sn.restart_at == now:
                 self._restart(sn)
@@ -219,7 +240,6 @@ class Cluster:
             max_inflight_msgs=p.max_inflight,
             applied=applied,
             rng=random.Random(self.rng.getrandbits(64)),
-            bugs=self.bugs,
         )
 
     def _disk(self, founder: bool) -> MemoryStorage:
@@ -262,12 +282,13 @@ class Cluster:
         if hs.commit < floor:
             # Recovery, as the runtime does it: what was applied or snapshotted was committed.
             st.set_hard_state(HardState(hs.term, hs.vote, floor))
+        sn.hard = st.hard_state
         sn.handed = sn.applied
         sn.apply_q.clear()
         sn.pending = None
         sn.reads = {}
         sn.restart_at = -1
-        sn.raw = RawNode(self._config(sn.id, sn.applied), sn.storage)
+        sn.raw = self.variant.core(self._config(sn.id, sn.applied), sn.storage)
         self.checker.restarted(sn.id, sn.storage.hard_state, sn.raw.commit_index)
         sn.commit = sn.raw.commit_index
 
@@ -338,72 +359,128 @@ class Cluster:
             if sn.pending is not None or not raw.has_ready():
                 return
             rd = raw.ready()
+            disk = sn.storage.hard_state
+            steps = self.variant.plan(
+                rd, leader=raw.role is LEADER, durable=(disk.term, disk.vote), latest=sn.hard
+            )
             p = self.p
             if fresh and p.unsent_leader and not self.calm and self.rng.random() < p.unsent_leader:
-                self._persist(sn, rd)
+                self._execute(sn, rd, tuple(s for s in steps if isinstance(s, _WRITES)))
                 self._crash(sn, "new leader, after its disk write, before sending", p.down_len)
                 return
+            cut = next((i for i, s in enumerate(steps) if isinstance(s, _WRITES)), len(steps))
             if (
                 raw.role is LEADER
+                and cut < len(steps)
                 and p.send_first
                 and not self.calm
                 and self.rng.random() < p.send_first
             ):
-                self._send(sn, rd.messages, durable=False)
-                sn.pending = (rd, self.now + self.rng.randint(*p.persist_delay))
+                # The disk write takes a while: what may precede it happens now, the rest
+                # once it lands (``_land_write``), unless the leader crashes first.
+                self._execute(sn, rd, steps[:cut])
+                sn.pending = (rd, steps[cut:], self.now + self.rng.randint(*p.persist_delay))
                 return
-            self._persist(sn, rd)
-            if self._send(sn, rd.messages, durable=True):
+            if self._execute(sn, rd, steps):
                 return  # crashed right after voting
-            self._finish(sn, rd)
 
     def _land_write(self, sn: SimNode) -> None:
         """A leader's delayed disk write completes (or the leader crashes first)."""
         assert sn.pending is not None
-        rd = sn.pending[0]
+        rd, rest, _ = sn.pending
         p = self.p
         if p.crash_in_window and not self.calm and self.rng.random() < p.crash_in_window:
             self._crash(sn, "before its disk write landed", p.down_len)
             return
         sn.pending = None
-        self._persist(sn, rd)
-        self._finish(sn, rd)
-        self.after(sn)
+        if not self._execute(sn, rd, rest):
+            self.after(sn)
 
-    def _persist(self, sn: SimNode, rd: Ready) -> None:
+    def _execute(self, sn: SimNode, rd: Ready, steps: tuple[Step, ...]) -> bool:
+        """Run a Ready's plan (``confman.raft.ready``); True if the node crashed meanwhile.
+
+        The disk is ``sn.storage`` (the core reads it too): what a step writes there is
+        durable at once. Handed-out snapshots and entries reach the state machine after
+        ``Advance``, at once or later from its queue (asynchronous apply).
+        """
+        raw = sn.raw
+        assert raw is not None
         st = sn.storage
         chk = self.checker
-        if rd.snapshot is not None:
-            st.apply_snapshot(rd.snapshot)
-        if rd.entries:
-            chk.before_append(sn.id, st, rd.entries, max(st.hard_state.commit, sn.applied))
-            st.append(rd.entries)
-            chk.logged(sn.id, st, rd.entries)
-        hs = rd.hard_state
-        if hs is not None:
-            old = st.hard_state
-            if (
-                self.lazy_commit
-                and not rd.entries
-                and (hs.term, hs.vote) == (old.term, old.vote)
-                and not any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
-            ):
-                # A change of commit alone is not written (recovered at restart), unless it
-                # commits a membership change: forgetting that could leave a restarted node
-                # on an old configuration that can no longer elect anyone.
-                return
-            chk.hard_state(sn.id, hs)
-            st.set_hard_state(hs)
+        items: list[Handout] = []
+        for step in steps:
+            if isinstance(step, KeepHardState):
+                sn.hard = step.hard_state
+            elif isinstance(step, Send):
+                if self._send(sn, step.messages):
+                    return True
+            elif isinstance(step, SaveSnapshot):
+                st.apply_snapshot(step.snapshot)
+            elif isinstance(step, WriteLog):
+                if step.entries:
+                    floor = max(st.hard_state.commit, sn.applied)
+                    chk.before_append(sn.id, st, step.entries, floor)
+                    st.append(step.entries)
+                    chk.logged(sn.id, st, step.entries)
+                chk.hard_state(sn.id, step.hard_state)
+                st.set_hard_state(step.hard_state)
+            elif isinstance(step, HandOutSnapshot):
+                meta = step.snapshot.meta
+                if meta.index <= sn.handed:
+                    raise Violation(
+                        "apply-order",
+                        f"snapshot at {meta.index} after entries up to {sn.handed} were handed out",
+                        (sn.id,),
+                        meta.term,
+                        meta.index,
+                    )
+                sn.handed = meta.index
+                items.append(step.snapshot)
+            elif isinstance(step, HandOutEntries):
+                # Membership changes reach the core as they are handed out.
+                ents = step.entries
+                confs = {
+                    e.index: self._apply_conf(sn, raw, decode_conf_change(e.data), e.index)
+                    for e in ents
+                    if e.type == EntryType.CONF_CHANGE
+                }
+                sn.handed = ents[-1].index
+                items.append((ents, confs))
+            elif isinstance(step, ServeReads):
+                for rs in step.read_states:
+                    floor = sn.reads.pop(rs.context, None)
+                    if floor is not None:
+                        chk.read_result(sn.id, "ReadIndex", rs.index, floor, raw.term)
+                        self.stats.reads_checked += 1
+            elif isinstance(step, Advance):
+                raw.advance(rd)
+                self._hand_over(sn, items)
+                items = []
+        self._hand_over(sn, items)
+        return False
 
-    def _send(self, sn: SimNode, msgs: list[Message], durable: bool) -> bool:
+    def _hand_over(self, sn: SimNode, items: list[Handout]) -> None:
+        """The state machine applies ``items`` now, or queues them (asynchronous apply)."""
+        if not items:
+            return
+        if self.apply_lag:
+            due = self.now + self.rng.randint(0, self.apply_lag)
+            if sn.apply_q:
+                due = max(due, sn.apply_q[-1][0])
+            sn.apply_q.extend((due, it) for it in items)
+            return
+        for it in items:
+            self._apply(sn, it)
+        self._maybe_compact(sn)
+
+    def _send(self, sn: SimNode, msgs: list[Message]) -> bool:
         """Send ``msgs``; True if the node crashed right after sending a vote."""
         net = self.net
         now = self.now
         voted = False
         for m in msgs:
             if m.type == MT.VOTE_RESP and not m.reject:
-                if durable:
-                    self.checker.vote_sent(sn.id, m.term, m.to, sn.storage.hard_state)
+                self.checker.vote_sent(sn.id, m.term, m.to, sn.storage.hard_state)
                 voted = True
             elif m.type == MT.SNAPSHOT:
                 self.stats.snapshots_sent += 1
@@ -430,55 +507,7 @@ class Cluster:
                     m.term,
                     0,
                 )
-        self._send(sn, msgs, durable=True)
-
-    def _finish(self, sn: SimNode, rd: Ready) -> None:
-        """Hand out what ``rd`` committed, serve its reads, advance.
-
-        Membership changes reach the core as they are handed out; the state machine applies
-        them now, or later from its queue when the run applies asynchronously.
-        """
-        raw = sn.raw
-        assert raw is not None
-        chk = self.checker
-        items: list[Handout] = []
-        if rd.snapshot is not None:
-            meta = rd.snapshot.meta
-            if meta.index <= sn.handed:
-                raise Violation(
-                    "apply-order",
-                    f"snapshot at {meta.index} after entries up to {sn.handed} were handed out",
-                    (sn.id,),
-                    meta.term,
-                    meta.index,
-                )
-            sn.handed = meta.index
-            items.append(rd.snapshot)
-        if rd.committed_entries:
-            confs = {
-                e.index: self._apply_conf(sn, raw, decode_conf_change(e.data), e.index)
-                for e in rd.committed_entries
-                if e.type == EntryType.CONF_CHANGE
-            }
-            sn.handed = rd.committed_entries[-1].index
-            items.append((rd.committed_entries, confs))
-        for rs in rd.read_states:
-            floor = sn.reads.pop(rs.context, None)
-            if floor is not None:
-                chk.read_result(sn.id, "ReadIndex", rs.index, floor, raw.term)
-                self.stats.reads_checked += 1
-        raw.advance(rd)
-        if not items:
-            return
-        if self.apply_lag:
-            due = self.now + self.rng.randint(0, self.apply_lag)
-            if sn.apply_q:
-                due = max(due, sn.apply_q[-1][0])
-            sn.apply_q.extend((due, it) for it in items)
-            return
-        for it in items:
-            self._apply(sn, it)
-        self._maybe_compact(sn)
+        self._send(sn, msgs)
 
     def _drain_applies(self, sn: SimNode) -> None:
         """The state machine applies the handed-out batches that are due."""

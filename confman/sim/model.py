@@ -5,11 +5,13 @@ from __future__ import annotations
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
+from confman.raft.config import Config
 from confman.raft.node import RawNode
+from confman.raft.ready import Step, plan_ready
 from confman.raft.storage import MemoryStorage
-from confman.raft.types import ConfState, Entry, Message, NodeId, Ready, Snapshot
+from confman.raft.types import ConfState, Entry, HardState, Message, NodeId, Ready, Snapshot
 from confman.sim.checks import Violation
 
 #: The simulated state machine's snapshot data: (applied index, state digest).
@@ -18,6 +20,33 @@ SM_SNAPSHOT = struct.Struct("<qq")
 #: What the state machine is handed: a snapshot, or entries with the membership after each
 #: membership change among them.
 Handout: TypeAlias = Snapshot | tuple[list[Entry], dict[int, ConfState]]
+
+
+class CoreFactory(Protocol):
+    """Builds a member's core (``RawNode`` itself, or a test's broken subclass)."""
+
+    def __call__(self, config: Config, storage: MemoryStorage, /) -> RawNode: ...
+
+
+class Planner(Protocol):
+    """Turns a Ready into steps (``confman.raft.ready.plan_ready``, or a broken variant)."""
+
+    def __call__(
+        self, rd: Ready, *, leader: bool, durable: tuple[int, NodeId | None], latest: HardState
+    ) -> tuple[Step, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """What a run exercises: a core and a Ready planner; ``bugs`` names a broken one."""
+
+    core: CoreFactory = RawNode
+    plan: Planner = plan_ready
+    bugs: tuple[str, ...] = ()
+
+
+#: The shipped core and plan.
+CORRECT = Variant()
 
 
 @dataclass(slots=True)
@@ -44,7 +73,9 @@ class SimNode:
     queued_lease_at: int = -1  # when that client sends it
     commit: int = -1  # commit index last reported to the checker
     retired: bool = False
-    pending: tuple[Ready, int] | None = None  # a leader's Ready whose disk write is due
+    #: A leader's Ready whose disk write is due: (Ready, steps from the write on, due tick).
+    pending: tuple[Ready, tuple[Step, ...], int] | None = None
+    hard: HardState = field(default_factory=HardState)  # newest hard state (maybe unwritten)
     reads: dict[bytes, int] = field(default_factory=dict)  # ReadIndex ctx -> floor
     handed: int = 0  # last index handed to the state machine (its queue included)
     #: Batches handed out but not yet applied (asynchronous apply): (due tick, item).

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 
 from confman.sim.cluster import Cluster
-from confman.sim.model import RunResult, RunStats
+from confman.sim.model import CORRECT, RunResult, RunStats, Variant
 from confman.sim.scenarios import overridden, profile_for
 
 #: Fault and workload settings ``shrink`` tries to switch off, one at a time.
@@ -41,25 +41,25 @@ SHRINKABLE = (
 def run_seed(
     seed: int,
     profile: str | None = None,
-    bugs: frozenset[str] = frozenset(),
+    variant: Variant = CORRECT,
     verbose: bool = False,
     settings: tuple[str, ...] = (),
     commit_rule: bool = True,
 ) -> RunResult:
     """Run one seed (its profile comes from the rotation unless named; see ``overridden``)."""
     p = overridden(profile_for(seed, profile), settings)
-    return Cluster(seed, p, bugs, verbose=verbose, commit_rule=commit_rule).run()
+    return Cluster(seed, p, variant, verbose=verbose, commit_rule=commit_rule).run()
 
 
 def shrink(
-    seed: int, profile: str | None, bugs: frozenset[str], settings: tuple[str, ...] = ()
+    seed: int, profile: str | None, variant: Variant = CORRECT, settings: tuple[str, ...] = ()
 ) -> tuple[tuple[str, ...], RunResult]:
     """Switch off every fault kind the failure does not need (greedily, one at a time).
 
     Returns the settings of the simplest schedule found that still breaks the same
     invariant, and its run. The schedule changes as kinds go, but its trace is shorter.
     """
-    best = run_seed(seed, profile, bugs, settings=settings)
+    best = run_seed(seed, profile, variant, settings=settings)
     if best.violation is None:
         return settings, best
     want = best.violation.invariant
@@ -69,7 +69,7 @@ def shrink(
         if not getattr(holder, name):
             continue
         trial = (*settings, f"{knob}=0")
-        r = run_seed(seed, profile, bugs, settings=trial)
+        r = run_seed(seed, profile, variant, settings=trial)
         if r.violation is not None and r.violation.invariant == want:
             settings, best = trial, r
     return settings, best
@@ -108,8 +108,10 @@ class Summary:
                 setattr(tot, f.name, getattr(tot, f.name) + getattr(o.stats, f.name))
         self.max_leader_after_calm = max(self.max_leader_after_calm, o.stats.leader_after_calm)
 
-    def report(self, bugs: frozenset[str] = frozenset(), show: int = 10) -> str:
-        """A human-readable summary with replay commands for the failing seeds."""
+    def report(
+        self, variant: Variant = CORRECT, show: int = 10, prog: str = "python -m confman.sim"
+    ) -> str:
+        """A human-readable summary with replay commands (``prog ...``) for failing seeds."""
         t = self.totals
         rate = self.runs / self.seconds if self.seconds else 0.0
         lines = [
@@ -126,20 +128,19 @@ class Summary:
         if self.failures:
             kinds = Counter(f.invariant for f in self.failures)
             lines.append("violations: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()))
-            bug_args = "".join(f" --bug {b}" for b in sorted(bugs))
+            bug_args = "".join(f" --bug {b}" for b in variant.bugs)
             for f in sorted(self.failures, key=lambda f: f.seed)[:show]:
                 lines.append(f"  seed {f.seed} [{f.profile}] {f.violation}")
                 lines.append(
-                    f"    replay: python -m confman.sim --seed {f.seed} --profile {f.profile}"
-                    f"{bug_args} --trace"
+                    f"    replay: {prog} --seed {f.seed} --profile {f.profile}{bug_args} --trace"
                 )
         return "\n".join(lines)
 
 
-def _outcome(args: tuple[int, str | None, frozenset[str]]) -> Outcome:
-    seed, profile, bugs = args
+def _outcome(args: tuple[int, str | None, Variant]) -> Outcome:
+    seed, profile, variant = args
     try:
-        r = run_seed(seed, profile, bugs)
+        r = run_seed(seed, profile, variant)
     except Exception as exc:  # a simulator bug: report the seed instead of ending the sweep
         name = profile_for(seed, profile).name
         return Outcome(seed, name, f"sim-error: {exc!r}", "sim-error", RunStats())
@@ -148,10 +149,10 @@ def _outcome(args: tuple[int, str | None, frozenset[str]]) -> Outcome:
 
 
 def outcomes(
-    seeds: range, profile: str | None, bugs: frozenset[str], workers: int
+    seeds: range, profile: str | None, variant: Variant, workers: int
 ) -> Iterator[Outcome]:
     """Run ``seeds`` on ``workers`` processes (1: in this process); order not kept."""
-    jobs = ((s, profile, bugs) for s in seeds)
+    jobs = ((s, profile, variant) for s in seeds)
     if workers <= 1:
         yield from map(_outcome, jobs)
         return
@@ -163,7 +164,7 @@ def outcomes(
 def sweep(
     seeds: range,
     profile: str | None = None,
-    bugs: frozenset[str] = frozenset(),
+    variant: Variant = CORRECT,
     workers: int = 1,
     progress: Callable[[Summary], None] | None = None,
     every: float = 5.0,
@@ -171,7 +172,7 @@ def sweep(
     """Run every seed and summarise; ``progress`` is called about every ``every`` seconds."""
     summary = Summary()
     start = last = time.perf_counter()
-    for o in outcomes(seeds, profile, bugs, workers):
+    for o in outcomes(seeds, profile, variant, workers):
         summary.add(o)
         now = time.perf_counter()
         if progress is not None and now - last >= every:

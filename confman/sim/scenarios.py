@@ -1,8 +1,9 @@
 """Fault profiles: how often each kind of fault and client action happens in a run.
 
 A run picks its profile from its seed (``profile_for``), so a plain sweep of seeds covers
-every fault kind. The profiles named ``bug_*`` are mixes designed to expose one deliberate
-bug of the core (``Config.bugs``) quickly; they are valid, safe schedules for a correct core.
+every fault kind. The profiles named ``bug_*`` are mixes designed to expose one deliberately
+broken variant of the core quickly (the variants live with the tests, ``tests/raft/broken.py``);
+they are valid, safe schedules for a correct core.
 """
 
 from __future__ import annotations
@@ -171,16 +172,6 @@ PROFILES: tuple[Profile, ...] = (
 )
 
 BY_NAME: dict[str, Profile] = {p.name: p for p in PROFILES}
-
-#: Which targeted profile exposes which deliberate bug of the core.
-BUG_PROFILES: dict[str, str] = {
-    "commit_old_terms": "bug_figure8",
-    "no_persist_vote": "bug_vote_crash",
-    "vote_without_log_check": "bug_stale_log",
-    "read_index_no_heartbeat": "bug_stale_read",
-    "truncate_on_append": "bug_reorder",
-}
-
 
 def profile_for(seed: int, name: str | None = None) -> Profile:
     """The named profile, or the seed's place in the rotation."""

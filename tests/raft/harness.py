@@ -15,6 +15,7 @@ from confman.raft.config import Config
 from confman.raft.node import RawNode
 from confman.raft.storage import MemoryStorage
 from confman.raft.types import ConfState, Entry, EntryType, Message, ReadState, Role
+from tests.raft import broken
 
 
 class Cluster:
@@ -26,11 +27,14 @@ class Cluster:
         seed: int = 1,
         learners: Iterable[str] = (),
         log_bootstrap: bool = False,
+        bugs: frozenset[str] = frozenset(),
         **cfg: object,
     ) -> None:
         """``log_bootstrap`` writes the founding membership as log entries (as the runtime
-        does, so members added later learn it); otherwise storage starts with a ConfState."""
+        does, so members added later learn it); otherwise storage starts with a ConfState.
+        ``bugs`` runs deliberately broken cores (``tests/raft/broken.py``)."""
         self.ids = list(ids)
+        self.core = broken.core(bugs)
         self.cfg = cfg
         self.seed = seed
         learners = list(learners)
@@ -61,7 +65,7 @@ class Cluster:
         """(Re)start a node over its storage; its volatile state machine is replayed."""
         st = self.storage[nid]
         applied = st.snapshot().meta.index
-        node = RawNode(self.config(nid, applied), st)
+        node = self.core(self.config(nid, applied), st)
         self.nodes[nid] = node
         self.applied[nid] = []
         self.read_states[nid] = []

@@ -22,6 +22,7 @@ from confman.sim.liveness import LIVE_PROPOSALS
 from confman.sim.network import NetFaults, Network
 from confman.sim.runner import SHRINKABLE, run_seed, shrink, sweep
 from confman.sim.scenarios import BY_NAME, overridden
+from tests.raft import broken
 
 MT = MessageType
 
@@ -264,11 +265,11 @@ def test_a_seed_replays_identically() -> None:
 def test_cli_replays_a_failing_seed_in_another_process() -> None:
     """``--seed N --trace`` in a fresh process (other hash seed) prints the same trace."""
     bug = "read_index_no_heartbeat"
-    r = next(r for s in range(30) if not (r := run_seed(s, "bug_stale_read", frozenset({bug}))).ok)
+    r = next(r for s in range(30) if not (r := broken.run_seed(s, "bug_stale_read", {bug})).ok)
     cmd = [
         sys.executable,
         "-m",
-        "confman.sim",
+        "tests.raft.hunt",  # confman.sim's command line, with the test-only --bug
         "--seed",
         str(r.seed),
         "--profile",
@@ -278,7 +279,8 @@ def test_cli_replays_a_failing_seed_in_another_process() -> None:
         "--trace",
     ]
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=root)
     assert out.returncode == 1, out.stderr
     assert r.trace() in out.stdout
 
@@ -293,7 +295,7 @@ def test_calm_cluster_elects_commits_and_converges() -> None:
 
 def test_stale_reads_are_reported_with_a_trace() -> None:
     bugs = frozenset({"read_index_no_heartbeat"})
-    r = next(r for s in range(30) if not (r := run_seed(s, "bug_stale_read", bugs)).ok)
+    r = next(r for s in range(30) if not (r := broken.run_seed(s, "bug_stale_read", bugs)).ok)
     assert r.violation is not None and r.violation.invariant == "linearizable-read"
     text = r.trace()
     assert f"seed={r.seed} profile=bug_stale_read bugs=read_index_no_heartbeat" in text
@@ -323,13 +325,13 @@ def test_profile_settings_override_fields_by_type() -> None:
 
 def test_shrink_switches_off_fault_kinds_the_violation_does_not_need() -> None:
     bugs = frozenset({"vote_without_log_check"})
-    first = next(r for s in range(40) if not (r := run_seed(s, "bug_stale_log", bugs)).ok)
+    first = next(r for s in range(40) if not (r := broken.run_seed(s, "bug_stale_log", bugs)).ok)
     assert first.violation is not None
     seed = first.seed
-    settings, r = shrink(seed, "bug_stale_log", bugs)
+    settings, r = shrink(seed, "bug_stale_log", broken.variant(bugs))
     assert r.violation is not None and r.violation.invariant == first.violation.invariant
     assert settings and all(s.endswith("=0") and s[:-2] in SHRINKABLE for s in settings)
-    again = run_seed(seed, "bug_stale_log", bugs, settings=settings)
+    again = broken.run_seed(seed, "bug_stale_log", bugs, settings=settings)
     assert again.events == r.events
 
 
