@@ -106,16 +106,11 @@ def raw(node: LiveNode, head: bytes, body: bytes = b"") -> bytes:
     return data
 
 
-_FAST_PATH_OWNER = "confman/api/fastpath.py answers before aiohttp and ignores Host"
-
-
-@pytest.mark.xfail(strict=True, reason=_FAST_PATH_OWNER)
 def test_a_fast_path_get_with_a_foreign_host_is_421(dev: LiveNode) -> None:
     head = f"GET {ENTRY} HTTP/1.1\r\nHost: evil.example\r\nX-Api-Key: test-admin-key\r\n\r\n"
     assert raw(dev, head.encode()).startswith(b"HTTP/1.1 421 ")
 
 
-@pytest.mark.xfail(strict=True, reason=_FAST_PATH_OWNER)
 def test_a_fast_path_put_with_a_foreign_host_is_421_and_writes_nothing(dev: LiveNode) -> None:
     body = b'{"value":"evil"}'
     head = (
