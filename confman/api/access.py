@@ -56,9 +56,12 @@ class DevHosts:
         named: set[tuple[str, int]] = set()
         for url in (cfg.http_advertise, cfg.member.http):
             parts = urlsplit(url)
+            try:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+            except ValueError:  # not a port: that URL names nothing to accept
+                continue
             if parts.hostname:
-                default = 443 if parts.scheme == "https" else 80
-                named.add((parts.hostname.lower(), parts.port or default))
+                named.add((parts.hostname.lower(), port))
         listen_host, listen_port = cfg.http_listen
         if listen_host not in ("", "0.0.0.0", "::"):
             named.add((listen_host.lower(), listen_port))

@@ -168,3 +168,18 @@ def test_production_accepts_any_host(node: LiveNode) -> None:
 )
 def test_parse_host(value: str | None, parsed: tuple[str, int] | None) -> None:
     assert parse_host(value, default_port=80) == parsed
+
+
+def test_dev_hosts_from_the_config(tmp_path: Path) -> None:
+    from confman.api.access import DevHosts
+    from tests.api.harness import single_node_config
+
+    cfg = single_node_config(tmp_path, http_advertise="https://Dev.Example/")
+    port = cfg.http_listen[1]
+    hosts = DevHosts(cfg)
+    assert hosts.allows("dev.example:443", None) and hosts.allows("dev.example", None, secure=True)
+    assert not hosts.allows("dev.example", None)  # port 80
+    assert hosts.allows(f"localhost:{port}", None) and not hosts.allows("localhost:1", None)
+    assert hosts.allows("localhost:1", 1)  # the port the connection came in on
+    odd = single_node_config(tmp_path, http_advertise="http://h:x/")  # no port: ignored
+    assert DevHosts(odd).named == {("127.0.0.1", odd.http_listen[1])}
