@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from confman.api.auth import KeyStore
-from confman.node.config import NodeConfig
+from confman.node.config import Member, NodeConfig
 from confman.node.state.commands import Request
 from confman.node.state.machine import ApplyResult
 from confman.node.state.queries import Reader
@@ -28,6 +28,7 @@ class NodeRuntime(Protocol):
 
     cfg: NodeConfig
     id: str
+    members: Mapping[str, Member]
     applied_index: int
     reader: Reader | None
     on_applied: list[Callable[[list[Any], list[ApplyResult]], None]]

@@ -63,6 +63,7 @@ async def ready(request: web.Request) -> web.Response:
             "term": rt.term,
             "commitIndex": rt.commit_index,
             "appliedIndex": rt.applied_index,
+            "members": [{"id": m.id, "http": m.http} for m in rt.members.values()],
         },
     }
     return json_response(body, 200 if ok else 503, _NO_STORE)

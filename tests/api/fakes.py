@@ -33,6 +33,7 @@ class FakeRuntime:
     def __init__(self, cfg: NodeConfig, data_dir: Path) -> None:
         self.cfg = cfg
         self.id = cfg.node_id
+        self.members = {m.id: m for m in cfg.members}
         self.metrics = NodeMetrics(cfg.node_id)
         self.role = "follower"
         self.term = 7

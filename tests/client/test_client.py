@@ -21,7 +21,6 @@ from confman.client import (
     NotFound,
     PreconditionFailed,
     Unauthorized,
-    UntrustedEndpoint,
     WatchEvent,
 )
 from confman.verify.cluster import ProcessCluster, free_ports
@@ -117,12 +116,6 @@ def test_leader_discovery_redirects_and_forwarding(healthy: ProcessCluster) -> N
         assert forwarding.put("cl-lead", "k", "forwarded").version == 2
 
 
-@pytest.mark.xfail(
-    raises=UntrustedEndpoint,
-    strict=True,
-    reason="the nodes' /health/ready does not list cluster.members yet, so a client given "
-    "only a follower refuses to send its key to the leader it names",
-)
 def test_a_client_of_one_follower_follows_the_members_it_advertises(
     healthy: ProcessCluster,
 ) -> None:
