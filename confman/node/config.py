@@ -48,6 +48,12 @@ replication_timeout_ms = 10000
 snapshot_interval = 10000         # applied entries between snapshots
 snapshot_retain = 3
 
+[raft.tls]                        # mutual TLS between the nodes (on all of them or none)
+cert_file = "/etc/confman/peer.pem"   # this node's certificate, signed by ca_file
+key_file = "/etc/confman/peer.key"
+ca_file = "/etc/confman/peer-ca.pem"  # the CA that signs every node's certificate
+check_hostname = true             # a peer's certificate must name the address dialled
+
 [[members]]
 id = "node1"
 raft = "127.0.0.1:7100"
@@ -71,6 +77,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from confman.node.peer_tls import PeerTLS, PeerTLSError, parse_tls_table
 
 ROLES = ("viewer", "editor", "publisher", "admin")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -133,6 +141,7 @@ class NodeConfig:
     replication_timeout_ms: int = 10_000
     snapshot_interval: int = 10_000
     snapshot_retain: int = 3
+    raft_tls: PeerTLS | None = None
     idempotency_ttl_s: int = 86_400
     forward_writes: bool = False
     fast_path: bool = True
@@ -295,6 +304,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
             "replication_timeout_ms",
             "snapshot_interval",
             "snapshot_retain",
+            "tls",
         },
         "raft.",
     )
@@ -402,6 +412,7 @@ def from_mapping(raw: Mapping[str, Any], base_dir: Path | None = None) -> NodeCo
         replication_timeout_ms=_positive(raft, "replication_timeout_ms", 10_000, "raft."),
         snapshot_interval=_positive(raft, "snapshot_interval", 10_000, "raft."),
         snapshot_retain=_positive(raft, "snapshot_retain", 3, "raft."),
+        raft_tls=_raft_tls(raft, base),
         idempotency_ttl_s=_positive(raw, "idempotency_ttl_s", 86_400, ""),
         forward_writes=_get(http, "forward_writes", bool, "http.", False),
         fast_path=_get(http, "fast_path", bool, "http.", True),
@@ -450,6 +461,16 @@ def _http_tls(http: Mapping[str, Any], base: Path) -> HttpTls | None:
     cert, key = files["cert_file"], files["key_file"]
     assert cert is not None and key is not None
     return HttpTls(cert, key, files["client_ca_file"])
+
+
+def _raft_tls(raft: Mapping[str, Any], base: Path) -> PeerTLS | None:
+    """``[raft.tls]`` (see ``confman.node.peer_tls``), or None for plain TCP."""
+    if "tls" not in raft:
+        return None
+    try:
+        return parse_tls_table(_get(raft, "tls", dict, "raft."), base)
+    except PeerTLSError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _positive(d: Mapping[str, Any], key: str, default: int, where: str) -> int:

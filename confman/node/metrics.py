@@ -109,5 +109,12 @@ class NodeMetrics:
             "Watch pages cut short by watch.page_bytes (the rest follows in the next page)",
             registry=r,
         )
+        self.peer_refused = Counter(
+            "confman_peer_refused",
+            "Peer connections refused, by reason: tls, handshake, auth (wrong proof), "
+            "non_member, mac (a frame failed its MAC check)",
+            ["reason"],
+            registry=r,
+        )
         self.info = Gauge("confman_node_info", "Node identity", ["node_id"], registry=r)
         self.info.labels(node_id=node_id).set(1)

@@ -3,7 +3,8 @@ a reader of Raft messages or of one snapshot stream (see ``confman.node.transpor
 
 A peer is accepted only once it has proved knowledge of the cluster secret and its id is a
 member of the transport's current peer set (what the runtime last gave ``update_peers``).
-Every refusal is counted by reason in ``PeerTransport.refused``: ``tls``, ``handshake``
+Every refusal is counted by reason in ``PeerTransport.refused``: ``tls`` (a failed TLS
+handshake, seen by ``confman.node.peer_tls.observe_handshakes``), ``handshake``
 (malformed, misaddressed or too slow), ``auth`` (wrong proof), ``non_member``, ``mac``.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import ssl
 import struct
 import zlib
 from typing import TYPE_CHECKING, Protocol
@@ -64,15 +64,8 @@ class SnapshotSink(Protocol):
         """The transfer failed: discard what was written."""
 
 
-def _describe(exc: BaseException) -> str:
-    """An exception as a short reason, without the peer's bytes."""
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return f"{type(exc).__name__} ({exc.reason})"
-    return type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
-
-
 class Inbound(FramedProtocol):
-    """A connection a peer dialled: TLS (if on), server side of the handshake, then a reader."""
+    """A connection a peer dialled (after TLS, if on): server side of the handshake, a reader."""
 
     def __init__(self, owner: PeerTransport) -> None:
         super().__init__(HANDSHAKE_MAX_FRAME)
@@ -84,7 +77,6 @@ class Inbound(FramedProtocol):
         self.server_nonce = b""
         self.spoof_logged = False
         self._timer: asyncio.TimerHandle | None = None
-        self._lost = False
         # snapshot stream state
         self.sink: SnapshotSink | None = None
         self.expected = self.received = self.crc = 0
@@ -101,38 +93,8 @@ class Inbound(FramedProtocol):
             return
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(owner._handshake_timeout, self._on_timer)
-        if owner._tls is not None:
-            transport.pause_reading()  # the TLS layer reads first
-            owner._spawn(self._start_tls(transport, owner._tls.server))
-
-    async def _start_tls(self, raw: asyncio.BaseTransport, ctx: ssl.SSLContext) -> None:
-        """Put TLS under this connection; a failed handshake is refused and counted."""
-        loop = asyncio.get_running_loop()
-        try:
-            tls = await loop.start_tls(
-                raw,  # type: ignore[arg-type]  # uvloop: not a subclass
-                self,
-                ctx,
-                server_side=True,
-                ssl_handshake_timeout=self.owner._handshake_timeout,
-            )
-        except (OSError, TimeoutError, asyncio.CancelledError) as exc:
-            if not self.closing and not isinstance(exc, asyncio.CancelledError):
-                self.owner._refused("tls")
-                self.fail(f"TLS handshake failed: {_describe(exc)}")
-            raw.close()
-            self.connection_lost(None)  # the TLS layer may not report it
-            return
-        if tls is None or self.closing:
-            if tls is not None:
-                tls.abort()
-            return
-        self.transport = tls  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
         super().connection_lost(exc)
         if self._timer is not None:
             self._timer.cancel()

@@ -11,11 +11,26 @@ certificate that leaks from elsewhere under the same CA is not enough to speak R
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["PeerTLS", "PeerTLSContexts", "PeerTLSError", "load_contexts"]
+__all__ = [
+    "PeerTLS",
+    "PeerTLSContexts",
+    "PeerTLSError",
+    "load_contexts",
+    "observe_handshakes",
+    "parse_tls_table",
+]
+
+_FILES = ("cert_file", "key_file", "ca_file")
+
+log = logging.getLogger("confman.node.transport")
 
 
 class PeerTLSError(ValueError):
@@ -48,12 +63,15 @@ def _context(purpose: ssl._SSLMethod, tls: PeerTLS) -> ssl.SSLContext:
         ctx.load_cert_chain(tls.cert_file, tls.key_file)
     except (OSError, ssl.SSLError) as exc:
         raise PeerTLSError(
-            f"cannot load the certificate {tls.cert_file} with the key {tls.key_file}: {exc}"
+            f"raft.tls.cert_file/key_file: cannot load the certificate {tls.cert_file} "
+            f"with the key {tls.key_file} (not PEM, or not a matching pair?): {exc}"
         ) from None
     try:
         ctx.load_verify_locations(cafile=tls.ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise PeerTLSError(f"cannot load the CA certificates {tls.ca_file}: {exc}") from None
+        raise PeerTLSError(
+            f"raft.tls.ca_file: cannot load CA certificates from {tls.ca_file}: {exc}"
+        ) from None
     return ctx
 
 
@@ -63,3 +81,49 @@ def load_contexts(tls: PeerTLS) -> PeerTLSContexts:
     client = _context(ssl.PROTOCOL_TLS_CLIENT, tls)
     client.check_hostname = tls.check_hostname
     return PeerTLSContexts(server, client)
+
+
+def parse_tls_table(table: Mapping[str, Any], base: Path) -> PeerTLS:
+    """``[raft.tls]`` as parsed TOML: files resolved against ``base``, read and loaded once."""
+    unknown = sorted(set(table) - {*_FILES, "check_hostname"})
+    if unknown:
+        raise PeerTLSError(f"raft.tls.{unknown[0]}: unknown setting")
+    paths: list[Path] = []
+    for name in _FILES:
+        raw = table.get(name)
+        if not isinstance(raw, str) or not raw:
+            raise PeerTLSError(f"raft.tls.{name}: required (a file name)")
+        path = Path(raw) if Path(raw).is_absolute() else base / raw
+        if not path.is_file():
+            raise PeerTLSError(f"raft.tls.{name}: no such file {path}")
+        if not os.access(path, os.R_OK):
+            raise PeerTLSError(f"raft.tls.{name}: cannot read {path} (permissions)")
+        paths.append(path)
+    check = table.get("check_hostname", True)
+    if not isinstance(check, bool):
+        raise PeerTLSError(f"raft.tls.check_hostname: expected true or false, got {check!r}")
+    tls = PeerTLS(paths[0], paths[1], paths[2], check)
+    load_contexts(tls)  # a certificate, key or CA that does not load fails here, at start-up
+    return tls
+
+
+def observe_handshakes(ctx: ssl.SSLContext, on_failure: Callable[[], None]) -> None:
+    """Log each TLS handshake that fails under ``ctx`` (reason only) and call ``on_failure``.
+
+    asyncio and uvloop both drive handshakes through ``ctx.wrap_bio``; a failed server-side
+    handshake never reaches the protocol, so this is where a refused peer can be counted.
+    The context's ``sslobject_class`` is replaced: give each transport contexts of its own.
+    """
+
+    class _Observed(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                log.warning("peer TLS handshake refused: %s", exc.reason or type(exc).__name__)
+                on_failure()
+                raise
+
+    ctx.sslobject_class = _Observed

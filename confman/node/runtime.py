@@ -35,6 +35,7 @@ from confman.node.errors import (
     ReplicationTimeout,
 )
 from confman.node.metrics import NodeMetrics
+from confman.node.peer_tls import load_contexts
 from confman.node.state.commands import Request, encode_request
 from confman.node.state.machine import ApplyResult, StateMachine
 from confman.node.state.queries import Reader
@@ -209,6 +210,10 @@ class Runtime:
         await loop.run_in_executor(self._apply_exec, self._recover)
         self.reader = Reader(self.db_path)  # used on the loop thread only
         peers = {m.id: m.raft for m in self.members.values() if m.id != self.id}
+        # Membership reaches the transport as its peer set: here, then from every applied
+        # membership change (_on_conf_change -> update_peers); only those peers are admitted.
+        tls = load_contexts(self.cfg.raft_tls) if self.cfg.raft_tls is not None else None
+        refused = self.metrics.peer_refused
         self.transport = PeerTransport(
             self.id,
             self.cfg.cluster_secret,
@@ -219,6 +224,8 @@ class Runtime:
             snapshot_file=self._snapshot_file,
             open_snapshot_sink=lambda m, size: _SnapshotSink(self, m),
             on_snapshot_status=self._on_snapshot_status,
+            tls=tls,
+            on_refused=lambda reason: refused.labels(reason=reason).inc(),
         )
         await self.transport.start()
         self._clock_last = time.monotonic()

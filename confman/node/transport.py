@@ -62,7 +62,7 @@ from confman.node.framing import (
     session_macs,
 )
 from confman.node.peer_inbound import SNAP_END, SNAP_SIZE, Inbound, SnapshotSink
-from confman.node.peer_tls import PeerTLSContexts
+from confman.node.peer_tls import PeerTLSContexts, observe_handshakes
 from confman.raft.types import Message, MessageType
 
 __all__ = ["SNAPSHOT_CHUNK", "PeerTransport", "SnapshotSink"]
@@ -260,6 +260,8 @@ class PeerTransport:
         self._backoff_min, self._backoff_max = backoff
         self._rng = rng or random.Random()
         self._tls = tls
+        if tls is not None:
+            observe_handshakes(tls.server, lambda: self._refused("tls"))
         self._on_refused = on_refused
         #: Connections refused, by reason: tls, handshake, auth, non_member, mac.
         self.refused: Counter[str] = Counter()
@@ -283,8 +285,15 @@ class PeerTransport:
             raise RuntimeError("transport already started or stopped")
         self._loop = loop = asyncio.get_running_loop()
         host, port = self._listen
+        tls = self._tls
         self._server = await loop.create_server(
-            lambda: Inbound(self), host, port, reuse_address=True, backlog=128
+            lambda: Inbound(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=128,
+            ssl=None if tls is None else tls.server,
+            ssl_handshake_timeout=None if tls is None else self._handshake_timeout,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         for peer in self._peers.values():
