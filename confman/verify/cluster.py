@@ -19,6 +19,11 @@ proxy hop, for benchmarks); the link methods (`cut`, `partition`, `latency`, ...
 over HTTPS with a certificate from a test CA (``trustme``) shared by the whole process:
 `api_ca_file` is its PEM; nodes trust it for forwarding, clients pass it or
 ``SSL_CERT_FILE``.
+
+``ProcessCluster(..., peer_tls=True)`` (default: ``$CONFMAN_TEST_PEER_TLS=1``) runs every
+peer link over mutual TLS (``[raft.tls]``): a CA of the cluster's own (``trustme``, imported
+only then) issues each node a certificate for 127.0.0.1 under ``<base>/peer-tls/``. The link
+proxies carry the TLS bytes as they carry plain ones.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ _PORT_LOCK = threading.Lock()
 _HANDED_OUT: set[int] = set()
 _POLL_NOISE = re.compile(r"access: GET /health|\"path\": ?\"/health")
 API_TLS_ENV = "CONFMAN_TEST_API_TLS"
+PEER_TLS_ENV = "CONFMAN_TEST_PEER_TLS"
 _API_CA: list[Any] = []  # [trustme.CA, Path of its PEM], made on first use
 
 
@@ -204,6 +210,7 @@ class ProcessCluster:
         env: Mapping[str, str] | None = None,
         proxies: bool = True,
         api_tls: bool | None = None,
+        peer_tls: bool | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a cluster needs at least one node")
@@ -214,6 +221,7 @@ class ProcessCluster:
         self.proxies = proxies
         self.ids = [f"node{i + 1}" for i in range(n)]
         self.api_tls = os.environ.get(API_TLS_ENV) == "1" if api_tls is None else api_tls
+        self.peer_tls = os.environ.get(PEER_TLS_ENV) == "1" if peer_tls is None else peer_tls
         scheme = "https" if self.api_tls else "http"
         if ports is None:
             flat = free_ports(2 * n)
@@ -249,6 +257,8 @@ class ProcessCluster:
         self.links: dict[tuple[str, str], LinkProxy] = {}
         _LIVE.add(self)
         try:
+            if self.peer_tls:
+                self._issue_peer_certs()
             for a, b in itertools.permutations(self.ids, 2) if proxies else ():
                 self.links[(a, b)] = self._proxy_thread.proxy(
                     ("127.0.0.1", self.nodes[b].raft_port), name=f"{a}->{b}"
@@ -291,6 +301,13 @@ class ProcessCluster:
         }
         if replication_timeout_ms is not None:
             raft["replication_timeout_ms"] = replication_timeout_ms
+        if self.peer_tls:
+            d = self.base_dir / "peer-tls"
+            raft["tls"] = {
+                "cert_file": str(d / f"{nid}.pem"),
+                "key_file": str(d / f"{nid}.key"),
+                "ca_file": str(d / "ca.pem"),
+            }
         return {
             "node_id": nid,
             "data_dir": str(me.data_dir),
@@ -313,6 +330,24 @@ class ProcessCluster:
                 },
             ],
         }
+
+    def _issue_peer_certs(self) -> None:
+        """A CA for this cluster's peer links and a certificate per node, in ``peer-tls/``."""
+        try:
+            import trustme  # a test dependency: only peer_tls clusters need it
+        except ImportError:
+            raise ClusterError("peer_tls needs trustme (pip install confman[dev])") from None
+        d = self.base_dir / "peer-tls"
+        d.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA(organization_name="confman test peers")
+        ca.cert_pem.write_to_path(str(d / "ca.pem"))
+        for nid in self.ids:
+            cert = ca.issue_cert("127.0.0.1", "localhost", nid)
+            for i, pem in enumerate(cert.cert_chain_pems):
+                pem.write_to_path(str(d / f"{nid}.pem"), append=i > 0)
+            key = d / f"{nid}.key"
+            key.touch(mode=0o600)
+            cert.private_key_pem.write_to_path(str(key))
 
     def _api_tls(self) -> dict[str, Any]:
         if not self.api_tls:
@@ -780,6 +815,7 @@ def _close_all() -> None:  # pragma: no cover - exercised only when a caller for
 
 __all__ = [
     "API_TLS_ENV",
+    "PEER_TLS_ENV",
     "ClusterError",
     "Node",
     "NodeCrashed",

@@ -320,3 +320,20 @@ def test_three_node_runtime_cluster_over_tls(pki: Pki, tmp_path: Path) -> None:
                 await rt.stop()
 
     asyncio.run(main())
+
+
+def test_process_cluster_writes_peer_tls_configs(tmp_path: Path, monkeypatch: Any) -> None:
+    from confman.node.config import load
+    from confman.verify.cluster import PEER_TLS_ENV, ProcessCluster
+
+    monkeypatch.setenv(PEER_TLS_ENV, "1")
+    with ProcessCluster(3, tmp_path / "c") as c:  # nothing started: configs only
+        assert c.peer_tls
+        for node in c.nodes.values():
+            cfg = load(node.config_path, env={})
+            assert cfg.raft_tls is not None and cfg.raft_tls.check_hostname
+            assert cfg.raft_tls.cert_file.name == f"{node.id}.pem"
+            assert cfg.raft_tls.key_file.stat().st_mode & 0o077 == 0
+            load_contexts(cfg.raft_tls)
+    with ProcessCluster(1, tmp_path / "d", peer_tls=False) as c:
+        assert load(c.nodes["node1"].config_path, env={}).raft_tls is None
