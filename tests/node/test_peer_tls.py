@@ -30,6 +30,7 @@ from .helpers import (
     eventually,
     heartbeat,
     run,
+    snapshot_msg,
     stop_nodes,
 )
 
@@ -103,6 +104,25 @@ def test_messages_flow_over_mutual_tls(pki: Pki, loop_kind: str) -> None:
             await stop_nodes(nodes.values())
 
     run(loop_kind, main)
+
+
+def test_snapshot_streams_over_tls(pki: Pki, tmp_path: Path) -> None:
+    src = tmp_path / "snapshot.bin"
+    src.write_bytes(os.urandom(5 << 20))
+
+    async def main() -> None:
+        nodes = await tls_nodes(pki, ("a", "b"))
+        a, b = nodes["a"], nodes["b"]
+        a.snapshot_path, b.sink_dir = str(src), tmp_path
+        try:
+            a.t.send([snapshot_msg("a", "b")])
+            await eventually(lambda: bool(a.snap_status), "snapshot status", 15)
+            assert a.snap_status == [("b", True)]
+            assert b.sinks[0].path.read_bytes() == src.read_bytes()
+        finally:
+            await stop_nodes(nodes.values())
+
+    run("uvloop", main)
 
 
 @pytest.mark.parametrize("who", ["other-ca", "no-cert", "plain-tcp"])
