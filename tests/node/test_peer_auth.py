@@ -389,3 +389,39 @@ def test_mac_failure_is_logged_without_the_frame(caplog: pytest.LogCaptureFixtur
     assert len(failures) == 1 and failures[0].levelno == logging.WARNING
     assert "frame 1 (kind 5)" in failures[0].getMessage()
     assert not any("API-KEY" in r.getMessage() for r in caplog.records)
+
+
+def test_runtime_refuses_an_intruder_and_counts_it(tmp_path: Path) -> None:
+    """The runtime's membership (its config, then applied changes) is the transport's peer set."""
+    from confman.node.config import Member, NodeConfig
+    from confman.node.runtime import Runtime
+
+    cfg = NodeConfig(
+        node_id="solo",
+        data_dir=tmp_path / "solo",
+        members=(
+            Member("solo", (HOST, 1), "http://127.0.0.1:1/"),
+            Member("peer", (HOST, 1), "http://127.0.0.1:2/"),
+        ),
+        cluster_secret=SECRET,
+        http_listen=(HOST, 0),
+        http_advertise="http://127.0.0.1:1/",
+        raft_listen=(HOST, 0),
+    )
+
+    async def main() -> None:
+        rt = Runtime(cfg)
+        rt.fatal = lambda code: pytest.fail(f"runtime exit {code}")
+        await rt.start()
+        try:
+            for client, welcome in (("intruder", False), ("peer", True)):
+                raw = await RawPeer.connect(rt.transport.port)
+                assert await raw.handshake(client, "solo", SECRET) is welcome
+                await raw.close()
+            sample = rt.metrics.registry.get_sample_value
+            assert sample("confman_peer_refused_total", {"reason": "non_member"}) == 1.0
+            assert rt.transport.refused == {"non_member": 1}
+        finally:
+            await rt.stop()
+
+    run("asyncio", main)
