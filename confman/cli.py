@@ -44,6 +44,7 @@ def serve(config_path: str, node_id: str | None, data_dir: str | None) -> None:
     """Run one Confman node until SIGTERM or Ctrl-C (SIGHUP reloads the HTTPS certificate)."""
     from confman.api.tls import ServerTls
 
+    os.umask(0o077)  # the data directory, WAL, state and snapshots are the node's alone
     try:
         cfg = load(config_path, overrides={"node_id": node_id, "data_dir": data_dir})
         tls = ServerTls(cfg.http_tls) if cfg.http_tls is not None else None

@@ -121,24 +121,6 @@ def _state_unavailable() -> Problem:
     )
 
 
-def bounded(page: ChangePage, max_bytes: int) -> ChangePage | None:
-    """``page`` cut after the last whole log index that keeps its changes within about
-    ``max_bytes`` (their JSON); None when it fits. The first index is always kept."""
-    changes = page.changes
-    size = end = 0
-    while end < len(changes):
-        index, j, group = changes[end]["index"], end, 0
-        while j < len(changes) and changes[j]["index"] == index:
-            group += len(orjson.dumps(changes[j])) + 1
-            j += 1
-        if end and size + group > max_bytes:
-            return ChangePage(
-                changes[:end], changes[end - 1]["index"], page.compacted_through, page.applied
-            )
-        size, end = size + group, j
-    return None
-
-
 def _page(ctx: ApiContext, since: int | None, flt: ChangeFilter) -> ChangePage | None:
     """The next page after ``since`` (None: from the applied index), bounded in count and
     bytes; None without state."""
@@ -146,12 +128,10 @@ def _page(ctx: ApiContext, since: int | None, flt: ChangeFilter) -> ChangePage |
     if reader is None:
         return None
     start = reader.applied_index() if since is None else since
-    page = reader.watch(start, flt, PAGE)
-    cut = bounded(page, ctx.rt.cfg.watch_page_bytes)
-    if cut is None:
-        return page
-    ctx.rt.metrics.watch_pages_cut.inc()
-    return cut
+    page = reader.watch(start, flt, PAGE, ctx.rt.cfg.watch_page_bytes)
+    if page.cut_by_bytes:
+        ctx.rt.metrics.watch_pages_cut.inc()
+    return page
 
 
 def _target(flt: ChangeFilter) -> str:

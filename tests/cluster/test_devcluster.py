@@ -215,3 +215,12 @@ def test_ctrl_c_stops_every_node(dev: Dev) -> None:
     assert not (dev.root / "control.sock").exists()
     r = dev.cli("status")
     assert r.returncode != 0 and "no dev cluster is running" in r.stderr
+
+
+def test_node_files_are_private(dev: Dev) -> None:
+    for name in dev.urls:
+        for path in (dev.root / name, dev.root / f"{name}.toml", dev.root / "cluster-secret"):
+            mode = path.stat().st_mode & 0o777
+            assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+        for path in (dev.root / name).rglob("*"):
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"

@@ -330,3 +330,26 @@ def test_watch_page_resumes_after_a_full_page_and_refuses_compacted_history(
     page = reader.watch(4, ChangeFilter("ns"))
     assert [c["index"] for c in page.changes] == [5, 6, 7] and page.through == 8
     assert page.compacted_through == 4
+
+
+def test_watch_page_stops_at_its_byte_budget_after_a_whole_index(
+    db: tuple[StateMachine, Reader, Log],
+) -> None:
+    machine, reader, log = db
+    big = "x" * 1000
+    log.add(PutNamespace("ns"))  # 1
+    log.add(Batch(tuple(PutConfig("ns", f"b{i}", big) for i in range(3))))  # 2: 3 KB at once
+    for i in range(4):
+        log.add(PutConfig("ns", f"k{i}", big))  # 3..6
+    apply(machine, log)
+    # Index 2 alone is over the budget: it is sent whole, and the page stops after it.
+    page = reader.watch(1, ChangeFilter("ns"), max_bytes=1500)
+    assert [c["index"] for c in page.changes] == [2, 2, 2]
+    assert page.through == 2 and page.cut_by_bytes
+    page = reader.watch(2, ChangeFilter("ns"), max_bytes=2500)
+    assert [c["index"] for c in page.changes] == [3, 4, 5] and page.through == 5
+    page = reader.watch(5, ChangeFilter("ns"), max_bytes=2500)
+    assert [c["index"] for c in page.changes] == [6] and page.through == 6
+    assert not page.cut_by_bytes
+    unbounded = reader.watch(0, ChangeFilter("ns"))
+    assert len(unbounded.changes) == 8 and not unbounded.cut_by_bytes

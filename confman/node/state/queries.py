@@ -172,38 +172,44 @@ class Reader:
         """Changes applied after log ``index``, oldest first (see ``watch``, unfiltered)."""
         return self.watch(index, ChangeFilter(), limit).changes
 
-    def watch(self, since: int, flt: ChangeFilter, limit: int = 1000) -> ChangePage:
+    def watch(
+        self, since: int, flt: ChangeFilter, limit: int = 1000, max_bytes: int | None = None
+    ) -> ChangePage:
         """The changes matching ``flt`` applied after log index ``since``, oldest first.
 
         ``type`` is the audit action; ``value`` the new value (null on deletes);
         ``version`` the entry's version after the change (of the deleted entry on
-        deletes, null for namespace events). About ``limit`` changes are returned, but the
-        changes of one log index are never split, so a watcher resumes from
+        deletes, null for namespace events). About ``limit`` changes, and values of about
+        ``max_bytes`` in all, are returned (rows are read one by one, so no more than that is
+        held), but the changes of one log index are never split, so a watcher resumes from
         ``ChangePage.through``. Raises ``HistoryCompacted`` when changes after ``since``
         are no longer all retained.
         """
         where, params = flt.sql()
         limit = max(1, limit)
+        budget = max_bytes if max_bytes is not None else float("inf")
         conn = self._conn
+        rows: list[Any] = []
+        size, cut_by_bytes = 0, False
         with self.consistent():
             floor = self.history_floor()
             if since < floor:
                 raise HistoryCompacted(since, floor)
             applied = self.applied_index()
-            rows = conn.execute(
-                f"SELECT {_CHANGE_COLUMNS} FROM audit WHERE idx > ?{where}"
-                " ORDER BY idx, seq LIMIT ?",
-                (since, *params, limit),
-            ).fetchall()
             through = applied
-            if len(rows) >= limit:
-                last_idx, last_seq = rows[-1][0], rows[-1][6]
-                rows += conn.execute(
-                    f"SELECT {_CHANGE_COLUMNS} FROM audit WHERE idx = ? AND seq > ?{where}"
-                    " ORDER BY seq",
-                    (last_idx, last_seq, *params),
-                ).fetchall()
-                through = last_idx
+            cursor = conn.execute(
+                f"SELECT {_CHANGE_COLUMNS} FROM audit WHERE idx > ?{where} ORDER BY idx, seq",
+                (since, *params),
+            )
+            try:
+                for r in cursor:
+                    if rows and r[0] != rows[-1][0] and (len(rows) >= limit or size >= budget):
+                        through, cut_by_bytes = rows[-1][0], len(rows) < limit
+                        break
+                    rows.append(r)
+                    size += _ROW_OVERHEAD + (len(r[4]) if r[4] is not None else 0)
+            finally:
+                cursor.close()
         changes = [
             {
                 "type": r[1],
@@ -215,7 +221,7 @@ class Reader:
             }
             for r in rows
         ]
-        return ChangePage(changes, max(through, since), floor, applied)
+        return ChangePage(changes, max(through, since), floor, applied, cut_by_bytes)
 
 
 class HistoryCompacted(LookupError):
@@ -252,6 +258,10 @@ class ChangeFilter:
         return where, params
 
 
+#: Bytes counted per change besides its value (the other members as JSON), for ``max_bytes``.
+_ROW_OVERHEAD = 128
+
+
 @dataclass(frozen=True, slots=True)
 class ChangePage:
     """A page of changes; ``through`` is the index to resume after (``since`` next time),
@@ -261,3 +271,5 @@ class ChangePage:
     through: int
     compacted_through: int
     applied: int
+    #: True when the page stopped early because its values reached ``max_bytes``.
+    cut_by_bytes: bool = False
