@@ -12,6 +12,9 @@ Differences worth knowing:
 - A node ignores (pre-)vote requests while it believes a leader is alive (it heard from one
   within ``election_tick_min`` ticks, or it booted less than that long ago); this is what
   makes the leader lease (``lease_read_index``) safe. Leadership transfer bypasses it.
+
+Each decision (votes, elections, role changes and why, rejected appends, snapshots, refused
+reads) is logged at debug level on ``confman.raft`` (see ``logs``), at no cost when off.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 from confman.raft import confchange
 from confman.raft.config import Config
 from confman.raft.log import RaftLog
+from confman.raft.logs import decision, enabled
 from confman.raft.progress import Progress, ProgressState, quorum_index
 from confman.raft.readonly import ReadOnly
 from confman.raft.storage import LogStorage
@@ -97,7 +101,7 @@ class RawNode:
                 f"applied {config.applied} is below the snapshot at {self.log.first_index() - 1}"
             )
         self.log.applied = config.applied
-        self._become_follower(self.term, None)
+        self._become_follower(self.term, None, "start")
         self._prev_soft = SoftState(self.leader, self.role)
         self._prev_hard = HardState(self.term, self.vote, self.log.committed)
         #: (term, vote) of the last hard state the runtime confirmed durable (``advance``).
@@ -181,7 +185,7 @@ class RawNode:
         self._set_conf(cs)
         if self.role == Role.LEADER:
             if not self.promotable():
-                self._become_follower(self.term, None)
+                self._become_follower(self.term, None, "removed from the voters")
             else:
                 if self.lead_transferee is not None and self.lead_transferee not in self.voters:
                     self.lead_transferee = None
@@ -202,6 +206,12 @@ class RawNode:
         else:
             self.election_elapsed += 1
             if self.promotable() and self.election_elapsed >= self.randomized_timeout:
+                if enabled():
+                    self._note(
+                        "election-timeout",
+                        ticks=self.election_elapsed,
+                        leader_heard_ticks_ago=self.leader_contact_elapsed,
+                    )
                 self.election_elapsed = 0
                 self.campaign()
 
@@ -209,7 +219,17 @@ class RawNode:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         if self.cfg.check_quorum and not self._quorum_active():
-            self._become_follower(self.term, None)
+            if enabled():
+                limit = self.cfg.election_tick_min
+                heard = [
+                    p
+                    for p in self.voters
+                    if p != self.id and self.tick_count - self.prs[p].last_contact < limit
+                ]
+                self._note(
+                    "check-quorum-lost", heard_from=",".join(heard) or "-", within_ticks=limit
+                )
+            self._become_follower(self.term, None, "check-quorum")
             return
         if self.lead_transferee is not None and self.election_elapsed >= self.cfg.election_tick_min:
             self.lead_transferee = None  # transfer timed out
@@ -286,6 +306,8 @@ class RawNode:
         elif self.leader is not None:
             self._send(Message(MT.READ_INDEX, self.leader, self.id, context=context))
         else:
+            if enabled():
+                self._note("read-index-refused", reason="no leader known")
             raise NotLeaderError(None)
 
     def lease_read_index(self) -> int | None:
@@ -345,13 +367,24 @@ class RawNode:
             if m.type in (MT.VOTE, MT.PRE_VOTE):
                 force = m.context == TRANSFER_CONTEXT
                 if not force and self._in_lease():
+                    if enabled():
+                        self._note(
+                            "vote-ignored",
+                            kind=m.type.name,
+                            candidate=m.frm,
+                            candidate_term=m.term,
+                            reason="a leader is alive (lease)",
+                            leader=self.leader,
+                            leader_heard_ticks_ago=self.leader_contact_elapsed,
+                        )
                     return  # a leader is alive: ignore the disruptive candidate
             if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
                 pass  # pre-votes never change our term
-            elif m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
-                self._become_follower(m.term, m.frm)
             else:
-                self._become_follower(m.term, None)
+                if enabled():
+                    self._note("term-bump", new_term=m.term, by=m.type.name, frm=m.frm)
+                leader = m.frm if m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT) else None
+                self._become_follower(m.term, leader, "newer term")
         elif m.term < self.term:
             if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (
                 MT.HEARTBEAT,
@@ -388,11 +421,24 @@ class RawNode:
         up_to_date = self.log.is_up_to_date(m.index, m.log_term)
         resp = _VOTE_RESP[m.type]
         if can_vote and up_to_date:
+            if enabled():
+                self._note("vote-granted", kind=m.type.name, to=m.frm, candidate_term=m.term)
             self._send(Message(resp, m.frm, self.id, term=m.term))
             if m.type == MT.VOTE:
                 self.election_elapsed = 0
                 self.vote = m.frm
         else:
+            if enabled():
+                if not can_vote:
+                    why = f"voted for {self.vote}" if self.vote else f"leader is {self.leader}"
+                else:
+                    why = (
+                        f"candidate log ({m.log_term}, {m.index}) behind ours "
+                        f"({self.log.last_term()}, {self.log.last_index()})"
+                    )
+                self._note(
+                    "vote-refused", kind=m.type.name, to=m.frm, candidate_term=m.term, reason=why
+                )
             self._send(Message(resp, m.frm, self.id, term=self.term, reject=True))
 
     def _step_follower(self, m: Message) -> None:
@@ -409,14 +455,19 @@ class RawNode:
             self._handle_snapshot(m)
         elif t == MT.TIMEOUT_NOW:
             if self.promotable():
+                if enabled():
+                    self._note("timeout-now", frm=m.frm)
                 self._campaign(pre=False, transfer=True)
         elif t == MT.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
         elif t == MT.TRANSFER_LEADER:
             if self.leader is not None:
                 self._send(Message(MT.TRANSFER_LEADER, self.leader, self.id, context=m.context))
-        elif t == MT.READ_INDEX and self.leader is not None:
-            self._send(Message(MT.READ_INDEX, self.leader, self.id, context=m.context))
+        elif t == MT.READ_INDEX:
+            if self.leader is not None:
+                self._send(Message(MT.READ_INDEX, self.leader, self.id, context=m.context))
+            elif enabled():
+                self._note("read-index-refused", frm=m.frm, reason="no leader known")
 
     def _heard_from_leader(self, leader: NodeId) -> None:
         self.election_elapsed = 0
@@ -426,7 +477,7 @@ class RawNode:
     def _step_candidate(self, m: Message) -> None:
         t = m.type
         if t in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
-            self._become_follower(m.term, m.frm)
+            self._become_follower(m.term, m.frm, "a leader of this term exists")
             self._step_follower(m)
         elif (t == MT.PRE_VOTE_RESP and self.role == Role.PRE_CANDIDATE) or (
             t == MT.VOTE_RESP and self.role == Role.CANDIDATE
@@ -436,11 +487,20 @@ class RawNode:
             rejected = sum(1 for p, v in self.votes.items() if not v and p in self.voters)
             if granted >= self.quorum():
                 if self.role == Role.PRE_CANDIDATE:
+                    if enabled():
+                        self._note("pre-vote-won", granted=granted, rejected=rejected)
                     self._campaign(pre=False, transfer=False)
                 else:
                     self._become_leader()
             elif rejected > len(self.voters) - self.quorum():
-                self._become_follower(self.term, None)
+                pre = self.role == Role.PRE_CANDIDATE
+                if enabled():
+                    self._note(
+                        "pre-vote-lost" if pre else "election-lost",
+                        granted=granted,
+                        rejected=rejected,
+                    )
+                self._become_follower(self.term, None, "pre-vote lost" if pre else "election lost")
 
     def _step_leader(self, m: Message) -> None:
         t = m.type
@@ -479,6 +539,15 @@ class RawNode:
             hint = m.reject_hint
             if m.hint_term > 0:
                 hint = self.log.find_conflict_by_term(hint, m.hint_term)
+            if enabled():
+                self._note(
+                    "append-rejected-by",
+                    peer=m.frm,
+                    index=m.index,
+                    hint=m.reject_hint,
+                    hint_term=m.hint_term,
+                    probe_from=hint + 1,
+                )
             if pr.maybe_decr_to(m.index, hint):
                 if pr.state == ProgressState.REPLICATE:
                     pr.become_probe()
@@ -505,6 +574,8 @@ class RawNode:
 
     def _handle_append(self, m: Message) -> None:
         if m.index < self.log.committed:
+            if enabled():
+                self._note("append-stale", frm=m.frm, index=m.index, commit=self.log.committed)
             self._send(Message(MT.APPEND_RESP, m.frm, self.id, index=self.log.committed))
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, list(m.entries))
@@ -513,6 +584,17 @@ class RawNode:
             return
         hint = min(m.index, self.log.last_index())
         hint = self.log.find_conflict_by_term(hint, m.log_term)
+        if enabled():
+            self._note(
+                "append-rejected",
+                frm=m.frm,
+                index=m.index,
+                log_term=m.log_term,
+                our_term_there=self.log.term(m.index),
+                last_index=self.log.last_index(),
+                hint=hint,
+                hint_term=self.log.term(hint),
+            )
         self._send(
             Message(
                 MT.APPEND_RESP,
@@ -531,12 +613,23 @@ class RawNode:
             return
         meta = snap.meta
         if meta.index <= self.log.committed:
+            if enabled():
+                self._note("snapshot-ignored", index=meta.index, commit=self.log.committed)
             self._send(Message(MT.APPEND_RESP, m.frm, self.id, index=self.log.committed))
             return
         if self.log.matches(meta.index, meta.term):
             # We already have the entries: just fast-forward the commit index.
+            if enabled():
+                self._note("snapshot-fast-forward", index=meta.index, snap_term=meta.term)
             self.log.commit_to(meta.index)
         else:
+            if enabled():
+                self._note(
+                    "snapshot-restore",
+                    index=meta.index,
+                    snap_term=meta.term,
+                    voters=",".join(meta.conf_state.voters),
+                )
             self.log.restore(snap)
             self._set_conf(meta.conf_state)
         self._send(Message(MT.APPEND_RESP, m.frm, self.id, index=self.log.last_index()))
@@ -565,12 +658,29 @@ class RawNode:
                 fresh.match = self.log.stable_last_index()
             self.prs[p] = fresh
 
-    def _become_follower(self, term: int, leader: NodeId | None) -> None:
+    def _become_follower(self, term: int, leader: NodeId | None, why: str) -> None:
+        if enabled() and (self.role != Role.FOLLOWER or term != self.term):
+            self._note(
+                "become-follower",
+                reason=why,
+                was=self.role.name.lower(),
+                new_term=term,
+                leader=leader,
+                dropped_reads=len(self.read_only) + len(self.pending_reads),
+            )
         self._reset(term)
         self.role = Role.FOLLOWER
         self.leader = leader
 
     def _campaign(self, pre: bool, transfer: bool) -> None:
+        if enabled():
+            self._note(
+                "become-pre-candidate" if pre else "become-candidate",
+                campaign_term=self.term + 1,
+                transfer=transfer,
+                last_index=self.log.last_index(),
+                last_term=self.log.last_term(),
+            )
         if pre:
             self.role = Role.PRE_CANDIDATE
             self.leader = None
@@ -612,6 +722,9 @@ class RawNode:
                 )
 
     def _become_leader(self) -> None:
+        if enabled():
+            granted = sorted(p for p, v in self.votes.items() if v)
+            self._note("become-leader", votes=",".join(granted), last_index=self.log.last_index())
         self._reset(self.term)
         self.role = Role.LEADER
         self.leader = self.id
@@ -692,12 +805,16 @@ class RawNode:
         snap = self.log.snapshot()
         if snap.is_empty:
             return False
+        if enabled():
+            self._note("snapshot-send", to=to, index=snap.meta.index, peer_next=pr.next)
         self._send(Message(MT.SNAPSHOT, to, self.id, snapshot=snap))
         pr.become_snapshot(snap.meta.index, self.tick_count)
         return True
 
     def _handle_read_request(self, ctx: bytes, frm: NodeId) -> None:
         if not self._committed_in_term():
+            if enabled():
+                self._note("read-index-deferred", frm=frm, reason="no entry of this term committed")
             self.pending_reads.append((ctx, frm))
             return
         if len(self.voters) == 1 and self.id in self.voters:
@@ -718,6 +835,8 @@ class RawNode:
             return
         if self.lead_transferee == to:
             return
+        if enabled():
+            self._note("transfer-start", to=to, match=self.prs[to].match)
         self.lead_transferee = to
         self.election_elapsed = 0
         if self.prs[to].match == self.log.last_index():
@@ -730,6 +849,9 @@ class RawNode:
         # any later point of this term, so lease reads stop for the rest of the term.
         self.timeout_now_sent = True
         self._send(Message(MT.TIMEOUT_NOW, to, self.id))
+
+    def _note(self, event: str, **fields: object) -> None:
+        decision(self.id, self.term, event, **fields)
 
     def _send(self, m: Message) -> None:
         if m.term == 0:
