@@ -15,7 +15,8 @@ class ConfChangeError(ValueError):
 
 def encode_conf_change(cc: ConfChange) -> bytes:
     """Encode a change for the data of a CONF_CHANGE log entry."""
-    return msgpack.packb([_VERSION, int(cc.type), cc.node_id, cc.context])
+    data: bytes = msgpack.packb([_VERSION, int(cc.type), cc.node_id, cc.context])
+    return data
 
 
 def decode_conf_change(data: bytes) -> ConfChange:

@@ -448,8 +448,8 @@ class Cluster:
                 items.append((ents, confs))
             elif isinstance(step, ServeReads):
                 for rs in step.read_states:
-                    floor = sn.reads.pop(rs.context, None)
-                    if floor is not None:
+                    if rs.context in sn.reads:
+                        floor = sn.reads.pop(rs.context)
                         chk.read_result(sn.id, "ReadIndex", rs.index, floor, raw.term)
                         self.stats.reads_checked += 1
             elif isinstance(step, Advance):
@@ -708,12 +708,12 @@ class Cluster:
             # Bridge: two sides that only the bridge node connects.
             bridge, rest = ids[0], ids[1:]
             cut = len(rest) // 2
-            a, b = rest[:cut], rest[cut:]
-            for x in a:
-                for y in b:
+            side_a, side_b = rest[:cut], rest[cut:]
+            for x in side_a:
+                for y in side_b:
                     net.block(x, y)
                     net.block(y, x)
-            what = f"bridge {bridge} between {a} and {b}"
+            what = f"bridge {bridge} between {side_a} and {side_b}"
         self.heal_at = self.now + rng.randint(*self.p.partition_len)
         self.stats.partitions += 1
         self.ev(f"partition: {what} until {self.heal_at}")

@@ -9,6 +9,7 @@ they are valid, safe schedules for a correct core.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from confman.sim.network import NetFaults
 
@@ -187,19 +188,20 @@ def overridden(p: Profile, settings: tuple[str, ...]) -> Profile:
     ``election=10,14``, ``net.drop=0.2``.
     """
     net = p.net
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for item in settings:
         key, sep, text = item.partition("=")
         if not sep:
             raise ValueError(f"expected key=value, got {item!r}")
         if key.startswith("net."):
             name = key[4:]
-            net = replace(net, **{name: _parse(text, getattr(NetFaults(), name))})
+            net_change: dict[str, Any] = {name: _parse(text, getattr(NetFaults(), name))}
+            net = replace(net, **net_change)
         elif key in ("name", "net") or key not in Profile.__dataclass_fields__:
             raise ValueError(f"unknown profile setting {key!r}")
         else:
             changes[key] = _parse(text, getattr(p, key))
-    return replace(p, net=net, **changes)  # type: ignore[arg-type]
+    return replace(p, net=net, **changes)
 
 
 def _parse(text: str, like: object) -> object:
