@@ -56,11 +56,11 @@ from confman.api.writes import propose_at
 from confman.node.state.commands import PutConfig
 
 _PREFIX = b"/api/v1/namespaces/"
-#: Headers the entry routes ignore (whatever their value llhttp accepts). Anything not
-#: listed here or handled in ``_parse`` takes the general path.
+#: Headers the entry routes ignore (whatever their value llhttp accepts), and which
+#: aiohttp accepts repeated. Anything not listed here or handled in ``_parse`` (Host and
+#: User-Agent once, as aiohttp rejects them repeated) takes the general path.
 _PLAIN = frozenset(
     {
-        b"user-agent",
         b"accept",
         b"accept-encoding",
         b"accept-language",
@@ -164,12 +164,14 @@ class FastFront:
         content_type: bytes | None = None
         length: int | None = None
         host: bytes | None = None
-        connections = 0
+        connections = agents = 0
         for name, value in raw.fields:
             if name in _PLAIN:
                 continue
             if name == b"host" and host is None and value:
                 host = value
+            elif name == b"user-agent" and not agents:
+                agents = 1
             elif name == b"x-api-key" and api_key is None:
                 api_key = value
             elif name == b"connection" and not connections and value.lower() == b"keep-alive":

@@ -137,6 +137,8 @@ class FastConnection(asyncio.Protocol):
         "_loop",
         "_peer",
         "_phase",
+        "_probe",
+        "_probed",
         "_put",
         "_read_paused",
         "_reader",
@@ -152,6 +154,10 @@ class FastConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._reader = HeadReader()
+        #: A second reader for a head arriving in pieces, fed each piece once, so a head
+        #: llhttp rejects goes to aiohttp (and its 400) before its end arrives.
+        self._probe: HeadReader | None = None
+        self._probed = 0
         self._buf = b""
         self._peer: str | None = None
         self._ip = ""
@@ -257,10 +263,11 @@ class FastConnection(asyncio.Protocol):
                 return
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > MAX_HEAD:
+                if len(buf) > MAX_HEAD or not self._probe_head(buf):
                     self._hand_over(buf)
                     return
                 break
+            self._probe = None
             if end > MAX_HEAD or not front.answering:
                 self._hand_over(buf)
                 return
@@ -288,6 +295,15 @@ class FastConnection(asyncio.Protocol):
             buf = buf[size:]
         self._buf = buf
         self._settle()
+
+    def _probe_head(self, buf: bytes) -> bool:
+        """Whether the incomplete head ``buf`` is, so far, one llhttp accepts."""
+        if self._probe is None:
+            self._probe = HeadReader()
+            self._probed = 0
+        ok = self._probe.probe(buf[self._probed :])
+        self._probed = len(buf)
+        return ok
 
     def _continue(self) -> None:
         self._scheduled = False
@@ -382,6 +398,7 @@ class FastConnection(asyncio.Protocol):
         self._transport = None
         self._buf = b""
         self._put = None
+        self._probe = None
         self._disarm()
         if self._read_paused:
             transport.resume_reading()

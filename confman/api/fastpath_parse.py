@@ -76,6 +76,15 @@ class HeadReader:
             return None
         return RawHead(parser.get_method(), self._url, self._fields, self._done)
 
+    def probe(self, data: bytes) -> bool:
+        """Feed the next bytes of a head still incomplete (no CRLF CRLF yet) to this reader,
+        kept for that; False as soon as llhttp rejects them (or, oddly, sees a head end)."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            return False
+        return not self._headed
+
     def body(self, data: bytes) -> bool:
         """Whether ``data`` ends the message whose head was read last, exactly."""
         try:
