@@ -13,8 +13,10 @@ with an APPEND_RESP and every HEARTBEAT with a HEARTBEAT_RESP, as a follower wou
   heartbeats (~30 B, the per-message overhead).
 - ping-pong: one heartbeat at a time; round-trip time p50/p99.
 - cpu: CPU time of both processes together per message exchanged (the message and its
-  response), in µs, for each pipelined workload. On a shared machine this moves far less
-  than the rates, which suffer whenever another process takes a core.
+  response), in µs, for each pipelined workload. On a shared machine this moves less than
+  the rates, which suffer whenever another process takes a core.
+- framing (``--framing``, in this process, best of 7): per frame, the receiver's parse
+  without and with the MAC check, and the sender's tag; what the MAC adds is their sum.
 
 Each figure is the median of the rounds.
 """
@@ -109,6 +111,7 @@ def _follower_main(kind: str, conn: Connection, tls_dir: str | None) -> None:
         conn.send(t.port)
         loop = asyncio.get_running_loop()
         t.update_peers({"a": (HOST, await loop.run_in_executor(None, conn.recv))})
+        conn.send("ready")  # a is a member now: it may dial
         with contextlib.suppress(EOFError):
             while await loop.run_in_executor(None, conn.recv) == "cpu":  # until "stop"
                 conn.send(time.process_time())
@@ -213,6 +216,7 @@ def bench_loop(
         await leader.t.start()
         leader.t.update_peers({"b": (HOST, parent.recv())})
         parent.send(leader.t.port)
+        assert parent.recv() == "ready"
         try:
             await leader.pipelined(big[:500])  # warm up: connections, caches
             await leader.ping_pong(200)
@@ -234,13 +238,66 @@ def bench_loop(
     return {k: statistics.median(v) for k, v in raw.items()}
 
 
+def framing_costs(repeats: int = 7, n: int = 2000) -> None:
+    """Per-frame framing CPU with and without the MAC, for each workload's message."""
+    import os
+    import timeit
+    from functools import partial
+
+    from confman.node.framing import HEADER, K_MSG, TAG_BYTES, FramedProtocol, FrameMac
+
+    key = os.urandom(32)
+    heartbeat = Message(MessageType.HEARTBEAT, to="b", frm="a", term=1, commit=7)
+    cases = [("heartbeat", heartbeat), ("append4k", appends(1, 1, 4096)[0])]
+    cases.append(("append64", appends(1, 64, 300)[0]))
+    print(f"framing per frame, µs (best of {repeats} x {n} frames)")
+    print(
+        f"{'message':<10} {'bytes':>6} {'parse':>7} {'parse+check':>12} {'tag':>6} {'MAC adds':>9}"
+    )
+
+    async def measure() -> None:
+        for name, msg in cases:
+            payload = encode_message(msg)
+            plain = (HEADER.pack(len(payload) + 1, K_MSG) + payload) * n
+            tx = FrameMac(key)
+            tagged = b"".join(
+                HEADER.pack(len(payload) + 1 + TAG_BYTES, K_MSG) + payload + tx.tag(K_MSG, payload)
+                for _ in range(n)
+            )
+
+            def parse(buf: bytes, mac: bool) -> None:
+                p = FramedProtocol(1 << 26)
+                p.frame_received = lambda _k, _v: None
+                p.rx_mac = FrameMac(key) if mac else None
+                assert p._parse(buf) == len(buf) and not p.closing
+
+            def tag(payload: bytes = payload) -> None:
+                t = FrameMac(key).tag
+                for _ in range(n):
+                    t(K_MSG, payload)
+
+            runs = (partial(parse, plain, False), partial(parse, tagged, True), tag)
+            best = [min(timeit.repeat(fn, number=1, repeat=repeats)) / n * 1e6 for fn in runs]
+            added = best[1] - best[0] + best[2]
+            print(
+                f"{name:<10} {len(payload):>6} {best[0]:>7.2f} {best[1]:>12.2f} "
+                f"{best[2]:>6.2f} {added:>9.2f}"
+            )
+
+    asyncio.run(measure())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--appends", type=int, default=20_000)
     parser.add_argument("--pings", type=int, default=5_000)
     parser.add_argument("--tls", action="store_true", help="mutual TLS on the link")
+    parser.add_argument("--framing", action="store_true", help="only the framing costs")
     args = parser.parse_args()
+    if args.framing:
+        framing_costs()
+        return
     if args.tls and "tls" not in inspect.signature(PeerTransport).parameters:
         parser.error("this PeerTransport has no TLS")
     size64 = len(encode_message(appends(1, 64, 300)[0]))

@@ -8,14 +8,18 @@ derives two 32-byte keys, one per direction, with HKDF-SHA256 (RFC 5869)::
     key_s2c = HKDF-Expand(prk, "confman server->client", 32)
 
 The transcript holds the protocol version, the channel, both node ids and both fresh nonces,
-so the keys are new for every connection. Every frame after the handshake ends in a tag::
+so the keys are new for every connection. Every frame after the handshake ends in a tag,
+the GMAC of its payload (AES-256-GCM, NIST SP 800-38D, with no plaintext)::
 
-    tag = HMAC-SHA256(key of the direction, u64 seq | u8 kind | payload)[:16]
+    tag = AES-256-GCM(key of the direction, nonce = u8 kind | 3 zero bytes | u64 seq,
+                      plaintext = "", associated data = payload)            # 16 bytes
 
-``seq`` counts the frames of that direction from 0 and is never sent: a frame injected,
-dropped, replayed, reordered or copied from another connection fails the check, and the
-connection is closed. HMAC is computed from precomputed inner and outer SHA-256 states
-(the RFC 2104 construction), which costs about a microsecond for a small frame.
+``seq`` counts the frames of that direction from 0 and is never sent, so no nonce repeats
+under a key: a frame injected, dropped, replayed, reordered, given another kind or copied
+from another connection fails the check, and the connection is closed. GMAC rather than
+HMAC-SHA256 because it is cheaper at every frame size here (AES-NI and carry-less multiply):
+0.6 against 0.8 us for a heartbeat, 1.6 against 12 us for a 20 KB append, 46 against 600 us
+for a 1 MiB snapshot chunk (``python -m benchmarks.bench_transport --framing``).
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import hashlib
 import hmac
 import struct
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 __all__ = ["TAG_BYTES", "FrameMac", "session_keys"]
 
 TAG_BYTES = 16
 _KEY_BYTES = 32
-_BLOCK = 64  # SHA-256 block size
-_SEQ_KIND = struct.Struct(">QB")
+_NONCE = struct.Struct(">B3xQ")  # kind, 3 zero bytes, seq: 96 bits
 _C2S = b"confman client->server"
 _S2C = b"confman server->client"
 
@@ -49,22 +54,16 @@ def session_keys(secret: bytes, transcript: bytes) -> tuple[bytes, bytes]:
 class FrameMac:
     """The tags of one direction of one connection; each call to ``tag`` advances ``seq``."""
 
-    __slots__ = ("_inner", "_outer", "seq")
+    __slots__ = ("_seal", "seq")
 
     def __init__(self, key: bytes) -> None:
-        if len(key) > _BLOCK:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(_BLOCK, b"\x00")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+        if len(key) != _KEY_BYTES:
+            raise ValueError(f"a frame key has {_KEY_BYTES} bytes, not {len(key)}")
+        self._seal = AESGCM(key).encrypt
         self.seq = 0
 
     def tag(self, kind: int, payload: bytes | memoryview) -> bytes:
         """The tag of the next frame (``kind``, ``payload``) in this direction."""
-        inner = self._inner.copy()
-        inner.update(_SEQ_KIND.pack(self.seq, kind))
-        inner.update(payload)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        self.seq += 1
-        return outer.digest()[:TAG_BYTES]
+        seq = self.seq
+        self.seq = seq + 1
+        return self._seal(_NONCE.pack(kind, seq), b"", payload)

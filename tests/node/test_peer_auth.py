@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import zlib
@@ -19,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from confman.node import framing
 from confman.node.codec import encode_message
@@ -340,14 +340,20 @@ def test_membership_is_checked_against_the_current_set(loop_kind: str) -> None:
     run(loop_kind, main)
 
 
-def test_frame_mac_is_truncated_hmac_sha256_over_seq_kind_payload() -> None:
+def test_frame_mac_is_gmac_with_kind_and_sequence_in_the_nonce() -> None:
     key = os.urandom(32)
     mac = framing.FrameMac(key)
-    for seq, (kind, payload) in enumerate([(5, b"x" * 300), (5, b""), (7, os.urandom(5000))]):
-        data = seq.to_bytes(8, "big") + bytes((kind,)) + payload
-        want = hmac.digest(key, data, "sha256")[: framing.TAG_BYTES]
-        assert mac.tag(kind, memoryview(payload)) == want
-    assert mac.seq == 3
+    gcm = AESGCM(key)
+    frames = [(5, b"x" * 300), (5, b""), (7, os.urandom(5000)), (5, b"x" * 300)]
+    tags = []
+    for seq, (kind, payload) in enumerate(frames):
+        nonce = bytes((kind, 0, 0, 0)) + seq.to_bytes(8, "big")
+        tags.append(mac.tag(kind, memoryview(payload)))
+        assert tags[-1] == gcm.encrypt(nonce, b"", payload) and len(tags[-1]) == 16
+    assert mac.seq == 4 and tags[0] != tags[3]  # same frame, next position: another tag
+    assert framing.FrameMac(key).tag(7, b"x" * 300) != tags[0]  # another kind
+    with pytest.raises(ValueError):
+        framing.FrameMac(key[:16])
 
 
 def test_session_keys_are_per_direction_and_per_connection() -> None:
