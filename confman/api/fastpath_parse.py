@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 import httptools
 
+#: What llhttp raises for a message the front leaves to aiohttp (an upgrade, CONNECT, or
+#: anything it rejects); HttpParserUpgrade is no HttpParserError.
+_REJECTED = (httptools.HttpParserError, httptools.HttpParserUpgrade)
+
 
 @dataclass(slots=True)
 class RawHead:
@@ -66,7 +70,7 @@ class HeadReader:
         parser = self._parser
         try:
             parser.feed_data(data)
-        except httptools.HttpParserError:  # HttpParserUpgrade among them
+        except _REJECTED:
             return None
         if not self._headed or self._begun != 1:
             return None
@@ -81,7 +85,7 @@ class HeadReader:
         kept for that; False as soon as llhttp rejects them (or, oddly, sees a head end)."""
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError:
+        except _REJECTED:
             return False
         return not self._headed
 
@@ -89,6 +93,6 @@ class HeadReader:
         """Whether ``data`` ends the message whose head was read last, exactly."""
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError:
+        except _REJECTED:
             return False
         return self._done and self._begun == 1

@@ -299,6 +299,12 @@ HOSTILE = {
     "chunked": get(extra="Transfer-Encoding: chunked\r\n") + b"0\r\n\r\n",
     "identity": get(extra="Transfer-Encoding: identity\r\n"),
     "space before colon": get(extra="User-Agent : a\r\n"),
+    "two agents": get(extra="User-Agent: a\r\nUser-Agent: b\r\n"),
+    # llhttp raises HttpParserUpgrade (no HttpParserError) for these: found by the fuzzer
+    "upgrade": get(extra="Connection: Upgrade\r\nUpgrade: websocket\r\n"),
+    "upgrade, no Host": get(extra="Connection: Upgrade\r\nUpgrade: websocket\r\n").replace(
+        b"Host: x\r\n", b""
+    ),
 }
 
 
