@@ -45,7 +45,8 @@ from aiohttp.http import SERVER_SOFTWARE
 from confman.api.access import DevHosts
 from confman.api.auth import EDITOR, MAX_KEY_BYTES, VIEWER, Principal
 from confman.api.context import ApiContext
-from confman.api.fastpath_conn import FastConnection, Gate
+from confman.api.fastpath_conn import FastConnection
+from confman.api.fastpath_gate import Gate
 from confman.api.fastpath_parse import RawHead
 from confman.api.logs import access_log, error_log
 from confman.api.problems import Problem, Redirect

@@ -15,17 +15,19 @@ the handover to aiohttp.
 - **Caps** (``http.max_connections``, ``http.max_connections_per_ip``). Counted over every
   connection of the port, fast or handed over; one over a cap is closed at once.
 - **Handover.** Every connection starts here, so the fast front owns every connection's
-  first head and its deadline. A connection handed to aiohttp (through ``_Relay``, which
-  frees its place in the caps when it ends) is then aiohttp's: its ``keepalive_timeout`` is
-  set to the same keep-alive timeout; aiohttp has no deadline of its own for later heads.
+  first head and its deadline. A connection handed to aiohttp goes through
+  ``fastpath_gate.Relay``, which keeps the head deadline for its later requests (aiohttp has
+  none) and frees its place in the caps when it ends; aiohttp's own ``keepalive_timeout``
+  is set to the same keep-alive timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
+from confman.api.fastpath_gate import Relay
 from confman.api.fastpath_parse import HeadReader
 
 if TYPE_CHECKING:
@@ -38,90 +40,6 @@ ANSWERS_PER_CALLBACK = 32
 #: Bytes a client may send ahead while its answers wait before reading pauses.
 MAX_AHEAD = 1 << 16
 _NEVER = float("inf")
-
-
-class Gate:
-    """The caps and deadlines shared by the connections of one server."""
-
-    __slots__ = ("head_s", "idle_s", "max_open", "max_per_ip", "metrics", "open", "per_ip")
-
-    def __init__(
-        self, metrics: Any, max_open: int, max_per_ip: int, head_s: float, idle_s: float
-    ) -> None:
-        self.metrics = metrics
-        self.max_open = max_open
-        self.max_per_ip = max_per_ip
-        self.head_s = head_s
-        self.idle_s = idle_s
-        self.open = 0
-        self.per_ip: dict[str, int] = {}
-
-    def admit(self, ip: str) -> bool:
-        """Take a place for a connection from ``ip``; False (counted) when over a cap."""
-        if self.open >= self.max_open:
-            self.metrics.http_refused.labels("node").inc()
-            return False
-        n = self.per_ip.get(ip, 0)
-        if n >= self.max_per_ip:
-            self.metrics.http_refused.labels("address").inc()
-            return False
-        self.per_ip[ip] = n + 1
-        self.open += 1
-        self.metrics.http_open.set(self.open)
-        return True
-
-    def release(self, ip: str) -> None:
-        n = self.per_ip.get(ip, 0) - 1
-        if n > 0:
-            self.per_ip[ip] = n
-        else:
-            self.per_ip.pop(ip, None)
-        self.open -= 1
-        self.metrics.http_open.set(self.open)
-
-
-class _Relay(asyncio.Protocol):
-    """Between the transport and aiohttp's protocol after a handover: passes everything on
-    and frees the connection's place in the caps when it ends. A client that half-closes
-    still gets the answers to what it sent: aiohttp is told to close after them (its own
-    protocol lets the transport close at once, dropping answers not yet written)."""
-
-    __slots__ = ("_gate", "_half_close", "_inner", "_ip")
-
-    def __init__(self, inner: Any, gate: Gate, ip: str) -> None:
-        self._inner = inner
-        self._gate = gate
-        self._ip = ip
-        self._half_close = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # TLS transports cannot stay half open
-        self._half_close = transport.get_extra_info("sslcontext") is None
-        self._inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        keep = self._inner.eof_received()
-        waiter = getattr(self._inner, "_waiter", None)  # set while aiohttp awaits a request
-        idle = waiter is not None and not waiter.done()
-        if keep or idle or not self._half_close:
-            return cast(bool | None, keep)
-        self._inner.close()  # once the request it has is answered
-        return True
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        try:
-            self._inner.connection_lost(exc)
-        finally:
-            self._gate.release(self._ip)
 
 
 class FastConnection(asyncio.Protocol):
@@ -402,7 +320,7 @@ class FastConnection(asyncio.Protocol):
         self._disarm()
         if self._read_paused:
             transport.resume_reading()
-        relay = _Relay(self._front.slow(), self._front.gate, self._ip)
+        relay = Relay(self._front.slow(), self._front.gate, self._ip)
         transport.set_protocol(relay)
         relay.connection_made(transport)
         if pending:

@@ -16,7 +16,7 @@ import httptools
 
 #: What llhttp raises for a message the front leaves to aiohttp (an upgrade, CONNECT, or
 #: anything it rejects); HttpParserUpgrade is no HttpParserError.
-_REJECTED = (httptools.HttpParserError, httptools.HttpParserUpgrade)
+REJECTED = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 @dataclass(slots=True)
@@ -70,7 +70,7 @@ class HeadReader:
         parser = self._parser
         try:
             parser.feed_data(data)
-        except _REJECTED:
+        except REJECTED:
             return None
         if not self._headed or self._begun != 1:
             return None
@@ -85,7 +85,7 @@ class HeadReader:
         kept for that; False as soon as llhttp rejects them (or, oddly, sees a head end)."""
         try:
             self._parser.feed_data(data)
-        except _REJECTED:
+        except REJECTED:
             return False
         return not self._headed
 
@@ -93,6 +93,6 @@ class HeadReader:
         """Whether ``data`` ends the message whose head was read last, exactly."""
         try:
             self._parser.feed_data(data)
-        except _REJECTED:
+        except REJECTED:
             return False
         return self._done and self._begun == 1

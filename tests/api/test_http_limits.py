@@ -355,6 +355,18 @@ def test_a_head_trickling_in_is_closed_at_the_deadline(node: LiveNode) -> None:
         assert time.monotonic() - start < HEAD_S + SLACK_S
 
 
+def test_a_later_partial_head_on_a_connection_aiohttp_has_is_closed(node: LiveNode) -> None:
+    before = metric(node, "confman_http_connection_timeouts", phase="head")
+    with connect(node) as s:
+        s.sendall(get(extra="X-Take-The-General-Path: 1\r\n"))  # handed to aiohttp
+        got = b""
+        while b'"value":"s"' not in got:
+            got += s.recv(65536)
+        s.sendall(get()[:30])
+        assert closed_within(s, HEAD_S + SLACK_S) >= HEAD_S * 0.8
+    assert metric(node, "confman_http_connection_timeouts", phase="head") == before + 1
+
+
 def test_idle_keepalive_connections_are_closed_on_both_fronts(node: LiveNode) -> None:
     for extra in ("", "X-Take-The-General-Path: 1\r\n"):
         with connect(node) as s:
