@@ -30,6 +30,8 @@ VIEWER = KEYS["viewer"][0]
 VOLATILE = {b"date", b"x-correlation-id", b"x-confman-index", b"etag", b"x-confman-last-contact-ms"}
 EXAMPLES = 1500
 SLOW_EXAMPLES = 30000
+#: Silence after which a server is taken to wait for more of a request (both fronts do).
+QUIET_S = 2.0
 #: Examples the fast front answered (at least one request) and examples it left alone.
 SEEN = {"fast": 0, "aiohttp": 0}
 
@@ -213,7 +215,7 @@ def exchange(node: LiveNode, segments: list[tuple[bytes, int]]) -> tuple[object,
     closed = False
     expected = 0
     with socket.create_connection(("127.0.0.1", port), 5) as s:
-        s.settimeout(1.0)
+        s.settimeout(QUIET_S)
         for data, count in segments:
             if closed:
                 break
