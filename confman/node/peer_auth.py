@@ -25,10 +25,11 @@ for a 1 MiB snapshot chunk (``python -m benchmarks.bench_transport --framing``).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import struct
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = ["TAG_BYTES", "FrameMac", "session_keys"]
 
@@ -40,9 +41,8 @@ _S2C = b"confman server->client"
 
 
 def _hkdf(secret: bytes, salt: bytes, info: bytes) -> bytes:
-    """HKDF-SHA256 with one output block (RFC 5869)."""
-    prk = hmac.digest(salt, secret, "sha256")
-    return hmac.digest(prk, info + b"\x01", "sha256")[:_KEY_BYTES]
+    """HKDF-SHA256 (RFC 5869), from ``cryptography``."""
+    return HKDF(algorithm=hashes.SHA256(), length=_KEY_BYTES, salt=salt, info=info).derive(secret)
 
 
 def session_keys(secret: bytes, transcript: bytes) -> tuple[bytes, bytes]:
