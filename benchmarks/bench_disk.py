@@ -127,6 +127,7 @@ async def writer(load: Load, session: aiohttp.ClientSession, wid: int) -> None:
         key = f"k{i % load.keys:06d}"
         body = json.dumps({"value": load.value(i, rng)}).encode()
         attempt = 0
+        err = ""
         while True:
             url = f"{load.leader_base}/api/v1/namespaces/{NS}/config/{key}"
             try:
@@ -136,8 +137,9 @@ async def writer(load: Load, session: aiohttp.ClientSession, wid: int) -> None:
                     await r.read()
                     status = r.status
                     location = r.headers.get("Location")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                status, location = type(exc).__name__, None
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                status, location = -1, None
+                err = type(exc).__name__
             if status in (200, 201):
                 load.done += 1
                 load.acks.append(time.monotonic())
@@ -149,7 +151,7 @@ async def writer(load: Load, session: aiohttp.ClientSession, wid: int) -> None:
                 load.leader_base = f"{parts.scheme}://{parts.netloc}"
                 load.redirects += 1
                 continue
-            label = str(status)
+            label = err if status == -1 else str(status)
             load.retries[label] = load.retries.get(label, 0) + 1
             attempt += 1
             if attempt > 200:
