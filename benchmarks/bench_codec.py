@@ -317,7 +317,7 @@ def check_rejections() -> list[str]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{"case":<26}{"bytes":>7}{'wire':>7} | {'enc cur':>8}{'enc ms':>8}{'x':>6} | "
+        f"{'case':<26}{'bytes':>7}{'wire':>7} | {'enc cur':>8}{'enc ms':>8}{'x':>6} | "
         f"{'dec cur':>8}{'dec ms':>8}{'x':>6} | {'bld+enc cur':>11}{'ms':>7}{'x':>6}"
     )
     lines = ["median us per call (x = current / msgspec)", head, "-" * len(head)]
@@ -335,7 +335,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             "" if r["bytes_msgspec"] == r["bytes_current"] else f"/{r['bytes_msgspec']}"
         )
         lines.append(
-            f"{r["kind"][:3] + " " + r["case"]:<26}{size:>7}{r['wire']:>7} | "
+            f"{r['kind'][:3] + ' ' + r['case']:<26}{size:>7}{r['wire']:>7} | "
             f"{r['encode_current_us']:>8.2f}{r['encode_msgspec_us']:>8.2f}{ex:>6.1f} | "
             f"{r['decode_current_us']:>8.2f}{r['decode_msgspec_us']:>8.2f}{dx:>6.1f} | {bld}"
         )
