@@ -174,6 +174,7 @@ PROFILES: tuple[Profile, ...] = (
 
 BY_NAME: dict[str, Profile] = {p.name: p for p in PROFILES}
 
+
 def profile_for(seed: int, name: str | None = None) -> Profile:
     """The named profile, or the seed's place in the rotation."""
     if name is not None:
