@@ -14,6 +14,7 @@
 6. Cost of one prune step: deleting 1,000 and 5,000 of the oldest versions (1 KB) and their
    events in one transaction, then an incremental vacuum of 256 pages (and how the sqlite3
    module must run that pragma).
+7. Cost of the durability step: fsync of state.db-wal after ~1,000 rows (~1 s of writes).
 
     .venv/bin/python docs/benchmarks/2026-12-03-disk/sqlite_checks.py [--rows 200000]
 """
@@ -279,6 +280,28 @@ def check_prune(d: str) -> None:
     conn.close()
 
 
+def check_wal_fsync(d: str) -> None:
+    path = os.path.join(d, "fsync.db")
+    conn = open_db(path, 16 << 20)
+    conn.executescript(VERSIONS)
+    times = []
+    for r in range(10):
+        write_load(conn, 1024, 10_000, start=r * 1024)
+        t0 = time.perf_counter()
+        fd = os.open(path + "-wal", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    print(
+        f"[7] fsync of state.db-wal after 1,024 rows: median {times[5]:.1f} ms, "
+        f"max {times[-1]:.1f} ms (10 rounds)"
+    )
+    conn.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=200_000)
@@ -290,6 +313,7 @@ def main() -> None:
         check_long_reader(d, args.limit_mib << 20)
         check_receive(d, args.rows)
         check_prune(d)
+        check_wal_fsync(d)
         check_parked(d, 100_000, 0.0, 0.25, park=False)
         check_parked(d, 100_000, 0.0, 0.25, park=True)
         check_parked(d, 20_000, 0.04, 1.0, park=False)
