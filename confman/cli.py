@@ -1,6 +1,6 @@
-"""The ``confman`` command: run a node, run a local dev cluster, inspect a cluster, and the
-client commands (``ns``, ``get``, ``put``, ``delete``, ``ls``, ``watch``, ``audit``,
-``cluster status``; see ``confman.client.commands``)."""
+"""The ``confman`` command: run a node, run a local dev cluster, and the client commands
+(``ns``, ``get``, ``put``, ``delete``, ``ls``, ``watch``, ``audit``, ``cluster status``, also
+reachable as ``status``; see ``confman.client.commands``)."""
 
 from __future__ import annotations
 
@@ -97,42 +97,6 @@ async def _serve(cfg: object, tls: ServerTls | None = None) -> None:
         await rt.stop()
 
 
-# ---------------------------------------------------------------------------------- status
-@main.command()
-@click.option(
-    "--endpoints",
-    default="http://127.0.0.1:6100,http://127.0.0.1:6200,http://127.0.0.1:6300",
-    show_default=True,
-    envvar="CONFMAN_ENDPOINTS",
-    help="Comma-separated node URLs.",
-)
-@click.option("--output", type=click.Choice(["table", "json"]), default="table")
-def status(endpoints: str, output: str) -> None:
-    """Show each member's role, term, leader and commit/applied index."""
-    import httpx
-    import orjson
-
-    rows = []
-    for url in [u.strip().rstrip("/") for u in endpoints.split(",") if u.strip()]:
-        try:
-            r = httpx.get(f"{url}/health/ready", timeout=2.0)
-            body = r.json()
-            c = body.get("cluster", {})
-            rows.append({"endpoint": url, "status": body.get("status"), **c})
-        except (httpx.HTTPError, ValueError) as exc:
-            rows.append({"endpoint": url, "status": "unreachable", "error": str(exc)})
-    if output == "json":
-        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
-        return
-    cols = ("endpoint", "nodeId", "status", "role", "term", "leader", "commitIndex", "appliedIndex")
-    table = [cols] + [tuple("-" if r.get(c) is None else str(r.get(c)) for c in cols) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for row in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-    if not any(r.get("role") == "leader" for r in rows):
-        raise SystemExit(1)
-
-
 # ---------------------------------------------------------------------------------- keys
 @main.group()
 def keys() -> None:
@@ -164,10 +128,13 @@ def _register_verify() -> None:
 
 
 def _register_client() -> None:
-    from confman.client.commands import COMMANDS
+    from confman.client.commands import COMMANDS, cluster_status
 
     for command in COMMANDS:
         main.add_command(command)
+    # ``confman status`` is ``confman cluster status`` under its older name, kept so that
+    # existing scripts and the README's examples go on working (one implementation).
+    main.add_command(cluster_status, name="status")
 
 
 main.add_command(dev)
