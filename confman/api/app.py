@@ -29,7 +29,7 @@ from confman.api import (
 from confman.api.auth import ACTOR, KeyStore
 from confman.api.changes import ChangeHub
 from confman.api.compaction import retention_configured, run_compactor
-from confman.api.context import CONTEXT, READ_WAIT_MAX_S, ApiContext, HttpMetrics, NodeRuntime
+from confman.api.context import CONTEXT, READ_WAIT_MAX_S, ApiContext, HttpMetrics
 from confman.api.fastpath import FastFront
 from confman.api.forward import Forwarder
 from confman.api.logs import (
@@ -39,6 +39,7 @@ from confman.api.logs import (
     log_malformed,
     malformed_reason,
 )
+from confman.api.node_runtime import NodeRuntime
 from confman.api.problems import PROBLEM_CONTENT_TYPE, Problem, Redirect, from_http_exception
 from confman.api.routes_health import asset
 from confman.api.validation import correlation_id
@@ -59,9 +60,9 @@ async def _answer(request: web.Request, handler: Handler, ctx: ApiContext, cid: 
     try:
         return await handler(request)
     except Redirect as r:
-        if ctx.forwarder is None or not forward.wanted(request, ctx):
+        if ctx.forwarder is None or not forward.wanted(request, ctx.forward_writes):
             raise
-        return await ctx.forwarder.forward(request, ctx, r.location, cid)
+        return await ctx.forwarder.forward(request, ctx.max_body, r.location, cid)
 
 
 async def _dispatch(

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from confman.api.context import NodeRuntime
+from confman.api.node_runtime import NodeRuntime
 
 #: How often the hub checks the applied index by itself (a snapshot install applies state
 #: without ``on_applied`` callbacks).

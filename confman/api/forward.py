@@ -12,10 +12,8 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from confman.api.context import ApiContext
-from confman.api.problems import Problem
+from confman.api.problems import Problem, no_leader
 from confman.api.validation import RAW_BODY, forward_param, read_body
-from confman.api.writes import no_leader
 
 FORWARDED_BY = "X-Confman-Forwarded-By"
 WRITE_METHODS = frozenset({"PUT", "DELETE", "POST", "PATCH"})
@@ -40,12 +38,13 @@ MAX_HOPS = 3
 _RETRY = {"Retry-After": "1"}
 
 
-def wanted(request: web.Request, ctx: ApiContext) -> bool:
-    """Whether this write, redirected to the leader, should be forwarded instead."""
+def wanted(request: web.Request, forward_writes: bool) -> bool:
+    """Whether this write, redirected to the leader, should be forwarded instead
+    (``forward_writes``: the node's setting, for a request that does not say)."""
     if request.method not in WRITE_METHODS or FORWARDED_BY in request.headers:
         return False
     asked = forward_param(request)
-    return ctx.forward_writes if asked is None else asked
+    return forward_writes if asked is None else asked
 
 
 class Forwarder:
@@ -67,12 +66,14 @@ class Forwarder:
         return self._session
 
     async def forward(
-        self, request: web.Request, ctx: ApiContext, location: str, cid: str
+        self, request: web.Request, max_body: int, location: str, cid: str
     ) -> web.Response:
-        """The leader's answer to ``request``, sent to ``location``; 503 if there is none."""
+        """The leader's answer to ``request``, sent to ``location``; 503 if there is none.
+
+        ``max_body``: the most bytes of body read, when no handler has read it yet."""
         body = request.get(RAW_BODY)
         if body is None:
-            body = await read_body(request, ctx.max_body)
+            body = await read_body(request, max_body)
         headers = {h: request.headers[h] for h in _REQUEST_HEADERS if h in request.headers}
         headers |= {
             FORWARDED_BY: self._node_id,

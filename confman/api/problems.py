@@ -1,4 +1,6 @@
-"""RFC 7807 problem details: the one shape of every error the API returns."""
+"""RFC 7807 problem details: the one shape of every error the API returns, and the builders
+of the problems and redirects shared by reads, writes and forwarding (no leader, a leader
+elsewhere, a node stopping)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from aiohttp import web
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:confman:problem:"
+_RETRY = {"Retry-After": "1"}
 
 #: status -> (slug, title) for the generic problems.
 _GENERIC: dict[int, tuple[str, str]] = {
@@ -116,3 +119,31 @@ def from_http_exception(exc: web.HTTPException) -> Problem:
 def bad_request(field: str, detail: str, title: str = "Invalid request") -> Problem:
     """A 400 naming the offending field."""
     return Problem(400, title, f"{field}: {detail}", field=field)
+
+
+def no_leader(detail: str = "No leader is known; an election may be in progress") -> Problem:
+    """``503 No leader available`` with ``Retry-After: 1``."""
+    return Problem(503, "No leader available", detail, slug="no-leader", headers=_RETRY)
+
+
+def node_stopping() -> Problem:
+    """``503 Node stopping``: the node is shutting down."""
+    return Problem(
+        503, "Node stopping", "This node is shutting down", slug="node-stopping", headers=_RETRY
+    )
+
+
+def leader_elsewhere(
+    request: web.Request, leader_id: str | None, leader_url: str | None
+) -> Exception:
+    """A 307 to the leader (same path and query), or a 503 when it is unknown."""
+    return redirect_to_leader(request.raw_path, leader_id, leader_url)
+
+
+def redirect_to_leader(raw_path: str, leader_id: str | None, leader_url: str | None) -> Exception:
+    """``leader_elsewhere`` for a request known by its raw path (and query)."""
+    if leader_id is None:
+        return no_leader()
+    if not leader_url:
+        return no_leader(f"The leader {leader_id!r} has no known HTTP address")
+    return Redirect(leader_url.rstrip("/") + raw_path, headers={"X-Confman-Leader": leader_id})

@@ -8,10 +8,15 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from confman.api.context import ApiContext
-from confman.api.problems import Problem, bad_request
+from confman.api.problems import (
+    Problem,
+    bad_request,
+    leader_elsewhere,
+    no_leader,
+    node_stopping,
+)
 from confman.api.responses import read_headers
 from confman.api.validation import int_param
-from confman.api.writes import leader_elsewhere, no_leader, node_stopping
 from confman.node.errors import NodeStopped, NoLeader, ReadTimeout
 from confman.node.state.queries import Reader
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from confman.api.context import NodeRuntime
+from confman.api.node_runtime import NodeRuntime
 from confman.node.state.machine import ApplyResult
 
 

@@ -9,7 +9,13 @@ from aiohttp import web
 
 from confman.api.auth import Principal
 from confman.api.context import ApiContext
-from confman.api.problems import Problem, Redirect
+from confman.api.problems import (
+    Problem,
+    leader_elsewhere,
+    no_leader,
+    node_stopping,
+    redirect_to_leader,
+)
 from confman.api.validation import forward_param
 from confman.node.errors import (
     NodeStopped,
@@ -23,34 +29,6 @@ from confman.node.state.machine import ApplyResult, ApplyStatus
 
 log = logging.getLogger("confman.api")
 _RETRY = {"Retry-After": "1"}
-
-
-def no_leader(detail: str = "No leader is known; an election may be in progress") -> Problem:
-    """``503 No leader available`` with ``Retry-After: 1``."""
-    return Problem(503, "No leader available", detail, slug="no-leader", headers=_RETRY)
-
-
-def node_stopping() -> Problem:
-    """``503 Node stopping``: the node is shutting down."""
-    return Problem(
-        503, "Node stopping", "This node is shutting down", slug="node-stopping", headers=_RETRY
-    )
-
-
-def leader_elsewhere(
-    request: web.Request, leader_id: str | None, leader_url: str | None
-) -> Exception:
-    """A 307 to the leader (same path and query), or a 503 when it is unknown."""
-    return redirect_to_leader(request.raw_path, leader_id, leader_url)
-
-
-def redirect_to_leader(raw_path: str, leader_id: str | None, leader_url: str | None) -> Exception:
-    """``leader_elsewhere`` for a request known by its raw path (and query)."""
-    if leader_id is None:
-        return no_leader()
-    if not leader_url:
-        return no_leader(f"The leader {leader_id!r} has no known HTTP address")
-    return Redirect(leader_url.rstrip("/") + raw_path, headers={"X-Confman-Leader": leader_id})
 
 
 def ensure_leader(request: web.Request, ctx: ApiContext) -> None:
