@@ -53,6 +53,8 @@ __all__ = [
     "MAGIC",
     "NONCE_BYTES",
     "PROTOCOL_VERSION",
+    "SNAP_END",
+    "SNAP_SIZE",
     "TAG_BYTES",
     "FrameMac",
     "FramedProtocol",
@@ -88,6 +90,8 @@ K_SNAP_HEADER = 6  # u64 size | encoded SNAPSHOT message (snapshot data stripped
 K_SNAP_CHUNK = 7  # raw bytes of the snapshot file
 K_SNAP_END = 8  # u64 size | u32 crc32 of the whole stream
 K_SNAP_ACK = 9  # u8 ok (receiver -> sender)
+SNAP_SIZE = struct.Struct(">Q")  # snapshot header: size of the file
+SNAP_END = struct.Struct(">QI")  # snapshot end: size, crc32
 
 # channels
 CH_RAFT = 1

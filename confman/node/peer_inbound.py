@@ -1,5 +1,7 @@
 """The accepting side of a peer connection: TLS, the server half of the handshake, then
 a reader of Raft messages or of one snapshot stream (see ``confman.node.transport``).
+What it needs of its transport comes in a ``confman.node.peer_link.LinkContext`` and two
+callbacks, ``on_ready`` (authenticated) and ``on_closed``.
 
 A peer is accepted only once it has proved knowledge of the cluster secret and its id is a
 member of the transport's current peer set (what the runtime last gave ``update_peers``).
@@ -13,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import struct
 import zlib
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
 
 from confman.node.codec import CodecError, decode_message
 from confman.node.framing import (
@@ -30,6 +31,8 @@ from confman.node.framing import (
     K_SNAP_END,
     K_SNAP_HEADER,
     K_WELCOME,
+    SNAP_END,
+    SNAP_SIZE,
     FramedProtocol,
     HandshakeError,
     Hello,
@@ -38,38 +41,27 @@ from confman.node.framing import (
     proof,
     session_macs,
 )
+from confman.node.peer_link import LinkContext, SnapshotSink
 from confman.raft.types import Message, MessageType
-
-if TYPE_CHECKING:
-    from confman.node.transport import PeerTransport
 
 __all__ = ["SNAP_END", "SNAP_SIZE", "Inbound", "SnapshotSink"]
 
 log = logging.getLogger("confman.node.transport")
 
-SNAP_SIZE = struct.Struct(">Q")  # snapshot header: size of the file
-SNAP_END = struct.Struct(">QI")  # snapshot end: size, crc32
-
-
-class SnapshotSink(Protocol):
-    """Receiver side of one snapshot stream (created by ``open_snapshot_sink``)."""
-
-    def write(self, chunk: bytes) -> None:
-        """Append the next chunk of the file."""
-
-    def finish(self) -> Message | None:
-        """All bytes arrived: return the message to deliver, or None if verification failed."""
-
-    def abort(self) -> None:
-        """The transfer failed: discard what was written."""
-
 
 class Inbound(FramedProtocol):
     """A connection a peer dialled (after TLS, if on): server side of the handshake, a reader."""
 
-    def __init__(self, owner: PeerTransport) -> None:
+    def __init__(
+        self,
+        link: LinkContext,
+        on_ready: Callable[[Inbound], None],
+        on_closed: Callable[[Inbound], None],
+    ) -> None:
         super().__init__(HANDSHAKE_MAX_FRAME)
-        self.owner = owner
+        self.link = link
+        self._on_ready = on_ready
+        self._on_closed = on_closed
         self.peer_id = ""
         self.channel = 0
         self.authenticated = False
@@ -86,13 +78,13 @@ class Inbound(FramedProtocol):
     # -- lifecycle ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        owner = self.owner
-        owner._conns.add(self)
-        if owner._closed:
+        link = self.link
+        link.conns.add(self)
+        if link.closed:
             self.fail("transport stopped", level=logging.DEBUG)
             return
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(owner._handshake_timeout, self._on_timer)
+        self._timer = loop.call_later(link.handshake_timeout, self._on_timer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -100,8 +92,8 @@ class Inbound(FramedProtocol):
             self._timer.cancel()
             self._timer = None
         self._abort_sink()
-        self.owner._conns.discard(self)
-        self.owner._inbound_closed(self)
+        self.link.conns.discard(self)
+        self._on_closed(self)
 
     def fail(self, reason: str, *, level: int = logging.WARNING) -> None:
         self._abort_sink()
@@ -112,13 +104,13 @@ class Inbound(FramedProtocol):
         if self.closing:
             return
         if not self.authenticated:
-            self.owner._refused("handshake")
+            self.link.refused("handshake")
             self.fail("handshake not completed in time")
             return
         # an authenticated snapshot stream: no frame for snapshot_timeout closes it
         loop = asyncio.get_running_loop()
         idle = loop.time() - self.last_rx
-        limit = self.owner._snapshot_timeout
+        limit = self.link.snapshot_timeout
         if idle >= limit:
             self.fail(f"snapshot stream from {self.peer_id} stalled for {idle:.1f} s")
         else:
@@ -134,7 +126,7 @@ class Inbound(FramedProtocol):
         except HandshakeError as exc:
             self._refuse("handshake", f"bad hello: {exc}")
             return
-        me = self.owner.node_id
+        me = self.link.node_id
         if hello.server_id != me:
             self._refuse("handshake", f"hello addressed to {hello.server_id!r}, this is {me!r}")
             return
@@ -149,14 +141,14 @@ class Inbound(FramedProtocol):
     def _auth_frame(self, kind: int, payload: memoryview) -> None:
         hello = self.hello
         assert hello is not None
-        owner = self.owner
-        secret = owner._secret
+        link = self.link
+        secret = link.secret
         if kind != K_AUTH or not hmac.compare_digest(
             proof(secret, b"client", hello, self.server_nonce), bytes(payload)
         ):
             self._refuse("auth", f"{hello.client_id!r} failed authentication (wrong secret?)")
             return
-        if hello.client_id not in owner._peers:  # checked once it proved the secret
+        if not link.is_member(hello.client_id):  # checked once it proved the secret
             self._refuse("non_member", f"{hello.client_id!r} is not a member of the cluster")
             return
         self.write_frame(K_WELCOME, proof(secret, b"server", hello, self.server_nonce))
@@ -164,7 +156,7 @@ class Inbound(FramedProtocol):
         self.authenticated = True
         self.peer_id = hello.client_id
         self.channel = hello.channel
-        self.max_frame = self.owner._max_frame
+        self.max_frame = link.max_frame
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -174,14 +166,14 @@ class Inbound(FramedProtocol):
             self.frame_received = self._snap_frame
             self.last_rx = asyncio.get_running_loop().time()
             self._on_timer()  # arms the stall check
-        owner._inbound_ready(self)
+        self._on_ready(self)
 
     def _refuse(self, reason: str, why: str) -> None:
-        self.owner._refused(reason)
+        self.link.refused(reason)
         self.fail(why)
 
     def mac_failed(self, seq: int, kind: int) -> None:
-        self.owner._refused("mac")
+        self.link.refused("mac")
         super().mac_failed(seq, kind)
 
     # -- raft channel ---------------------------------------------------------------------
@@ -194,20 +186,46 @@ class Inbound(FramedProtocol):
         except CodecError as exc:
             self.fail(f"undecodable message from {self.peer_id}: {exc}")
             return
-        owner = self.owner
+        link = self.link
         if (
             msg.frm == self.peer_id
-            and msg.to == owner.node_id
+            and msg.to == link.node_id
             and msg.type is not MessageType.SNAPSHOT
-            and not owner._closed
+            and not link.closed
         ):  # the hot path, inlined
-            owner._received[self.peer_id] += 1
+            link.received[self.peer_id] += 1
             try:
-                owner._on_message(msg)
+                link.on_message(msg)
             except Exception:
                 log.exception("on_message raised for a %s from %s", msg.type.name, msg.frm)
         else:
-            owner._reject(self, msg)
+            self._reject(msg)
+
+    def _reject(self, msg: Message) -> None:
+        """Drop a message with a spoofed ``frm``, a wrong ``to``, or a SNAPSHOT outside a stream."""
+        link = self.link
+        if link.closed:
+            return
+        link.rejected[self.peer_id] += 1
+        if not self.spoof_logged:  # once per connection
+            self.spoof_logged = True
+            log.warning(
+                "dropped a %s from %r to %r on the connection of %r",
+                msg.type.name,
+                msg.frm,
+                msg.to,
+                self.peer_id,
+            )
+
+    def _deliver(self, msg: Message) -> None:
+        link = self.link
+        if link.closed:
+            return
+        link.received[self.peer_id] += 1
+        try:
+            link.on_message(msg)
+        except Exception:
+            log.exception("on_message raised for a %s from %s", msg.type.name, self.peer_id)
 
     # -- snapshot channel -----------------------------------------------------------------
     def _snap_frame(self, kind: int, payload: memoryview) -> None:
@@ -241,7 +259,7 @@ class Inbound(FramedProtocol):
             if result is None:
                 self._snap_done(False, "received snapshot failed verification")
             else:
-                self.owner._deliver(self.peer_id, result)
+                self._deliver(result)
                 self._snap_done(True, "")
         elif kind == K_SNAP_HEADER and self.sink is None and not self.closing:
             self._snap_header(payload)
@@ -262,12 +280,12 @@ class Inbound(FramedProtocol):
             msg.type is not MessageType.SNAPSHOT
             or msg.snapshot is None
             or msg.frm != self.peer_id
-            or msg.to != self.owner.node_id
+            or msg.to != self.link.node_id
         ):
             self.fail(f"invalid snapshot header from {self.peer_id} ({msg.type.name})")
             return
         try:
-            sink = self.owner._open_snapshot_sink(msg, size)
+            sink = self.link.open_snapshot_sink(msg, size)
         except Exception as exc:
             log.exception("cannot open a snapshot sink for %s", self.peer_id)
             self.fail(f"cannot open a snapshot sink: {exc!r}")
