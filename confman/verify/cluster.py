@@ -211,7 +211,10 @@ class ProcessCluster:
         proxies: bool = True,
         api_tls: bool | None = None,
         peer_tls: bool | None = None,
+        node_command: Sequence[str] | None = None,
     ) -> None:
+        """``node_command``: the argv before ``serve --config ...`` that starts a node
+        (default ``python -m confman``; tests start deliberately broken nodes with it)."""
         if n < 1:
             raise ValueError("a cluster needs at least one node")
         self._own_dir = base_dir is None
@@ -239,6 +242,7 @@ class ProcessCluster:
             "viewer": "confman_viewer_" + secrets.token_urlsafe(24),
         }
         self._env = dict(env or {})
+        self.node_command = list(node_command or (sys.executable, "-m", "confman"))
         #: With api_tls: the CA PEM, and the certificate and key every node serves.
         self.api_ca_file: Path | None = None
         self.api_cert_file = self.base_dir / "api-tls" / "cert.pem"
@@ -427,7 +431,7 @@ class ProcessCluster:
             log.flush()
             main_thread = threading.current_thread() is threading.main_thread()
             node.proc = subprocess.Popen(
-                [sys.executable, "-m", "confman", "serve", "--config", str(node.config_path)],
+                [*self.node_command, "serve", "--config", str(node.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
