@@ -71,12 +71,7 @@ async def _serve(cfg: object, tls: ServerTls | None = None) -> None:
     from confman.api.app import serve as serve_http
     from confman.node.runtime import Runtime
 
-    bugs = frozenset(b for b in os.environ.get("CONFMAN_TEST_BUGS", "").split(",") if b)
-    if bugs:
-        logging.getLogger("confman").warning(
-            "TEST-ONLY DELIBERATE BUGS ENABLED: %s (this node is not safe)", ",".join(sorted(bugs))
-        )
-    rt = Runtime(cfg, bugs=bugs)  # type: ignore[arg-type]
+    rt = Runtime(cfg)  # type: ignore[arg-type]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
