@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from confman.api.auth import Principal, authenticate, require_level, require_namespace
 from confman.api.context import CONTEXT, ApiContext
@@ -92,7 +93,7 @@ def dev_host_guard(ctx: ApiContext) -> Any:
     refused = getattr(ctx.rt.metrics, "host_refused", None)
 
     @web.middleware
-    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         host = request.headers.get("Host")
         if len(request.headers.getall("Host", ())) > 1 or not hosts.allows(
             host, _local_port(request), request.secure

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
@@ -44,7 +45,6 @@ from confman.api.problems import PROBLEM_CONTENT_TYPE, Problem, Redirect, from_h
 from confman.api.routes_health import asset
 from confman.api.validation import correlation_id
 
-Handler = Any  # aiohttp's handler type
 #: Longest a stopping server waits for the requests in progress.
 _SHUTDOWN_TIMEOUT_S = 60.0  # as aiohttp's runner
 _METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"})
@@ -55,7 +55,9 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-async def _answer(request: web.Request, handler: Handler, ctx: ApiContext, cid: str) -> Any:
+async def _answer(
+    request: web.Request, handler: Handler, ctx: ApiContext, cid: str
+) -> web.StreamResponse:
     """The handler's response; a write redirected to the leader is forwarded if asked to."""
     try:
         return await handler(request)

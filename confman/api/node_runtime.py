@@ -13,15 +13,24 @@ from confman.node.state.queries import Reader
 
 
 class NodeRuntime(Protocol):
-    """The part of ``confman.node.runtime.Runtime`` the HTTP layer uses."""
+    """The part of ``confman.node.runtime.Runtime`` the HTTP layer uses.
 
-    cfg: NodeConfig
-    id: str
-    members: Mapping[str, Member]
-    applied_index: int
-    reader: Reader | None
-    on_applied: list[Callable[[list[Any], list[ApplyResult]], None]]
+    Every attribute is read-only here (the HTTP layer never assigns one), so a plain
+    attribute or a property satisfies it; ``on_applied`` is a list the layer appends to.
+    """
 
+    @property
+    def cfg(self) -> NodeConfig: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def members(self) -> Mapping[str, Member]: ...
+    @property
+    def applied_index(self) -> int: ...
+    @property
+    def reader(self) -> Reader | None: ...
+    @property
+    def on_applied(self) -> list[Callable[[list[Any], list[ApplyResult]], None]]: ...
     @property
     def role(self) -> str: ...
     @property

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypedDict
 
 from aiohttp import web
 
@@ -72,6 +73,7 @@ async def get_entry(request: web.Request) -> web.Response:
     if_none = request.headers.get("If-None-Match")
     tags = parse_etags(if_none, "If-None-Match") if if_none is not None else []
     found = read_entry_locally(request, ctx, ns, key)
+    item: dict[str, Any] | None
     if found is not None:
         item, headers = found
     else:
@@ -103,7 +105,7 @@ async def _propose_versioned(
     ctx: ApiContext,
     principal: Principal,
     make: type[PutConfig] | type[DeleteConfig],
-    fields: dict[str, object],
+    fields: Mapping[str, Any],
     ns: str,
     key: str,
 ) -> ApplyResult:
@@ -135,7 +137,15 @@ async def put_entry(request: web.Request) -> web.Response:
     return put_answer(result, ns, key)
 
 
-def put_fields(doc: dict[str, Any], create_only: bool) -> dict[str, object]:
+class PutFields(TypedDict):
+    """The fields of a PutConfig that come from the request body and headers."""
+
+    value: str
+    type: str
+    create_only: bool
+
+
+def put_fields(doc: dict[str, Any], create_only: bool) -> PutFields:
     """The fields of a PutConfig from the request body (a Problem when one is invalid)."""
     value = str_field(doc, "value", required=True)
     type_ = str_field(doc, "type", empty=False, max_len=_TYPE_MAX) or "string"

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from confman.api.node_runtime import NodeRuntime
 from confman.node.config import NodeConfig
 from confman.node.errors import NoLeader, NotLeader, ReadTimeout
 from confman.node.metrics import NodeMetrics
@@ -106,5 +107,15 @@ class FakeRuntime:
             self.reader.close()
         self.sm.close()
 
-    def __getattr__(self, name: str) -> Any:  # pragma: no cover - fail loudly on new needs
-        raise AttributeError(f"FakeRuntime has no {name!r}: the API uses more than it fakes")
+    if not TYPE_CHECKING:  # hidden from mypy, which would take it to provide every member
+
+        def __getattr__(self, name: str) -> Any:  # pragma: no cover - fail loudly on new needs
+            raise AttributeError(f"FakeRuntime has no {name!r}: the API uses more than it fakes")
+
+
+if TYPE_CHECKING:
+
+    def _conforms(cfg: NodeConfig, data_dir: Path) -> NodeRuntime:
+        """mypy checks here that the fake is a ``NodeRuntime`` (tests/api/fakes.py is in its
+        files): a member the protocol gains or changes must be faked too."""
+        return FakeRuntime(cfg, data_dir)

@@ -28,7 +28,7 @@ class Follower:
         config = replace(single_node_config(tmp / "cfg"), node_id="node9", **cfg)  # type: ignore[arg-type]
         self.rt: FakeRuntime = lt.call(lambda: FakeRuntime(config, tmp / "data"))
         self.rt.leader_id, self.rt.leader_url = "node1", leader_url
-        self.server: HttpServer = lt.run(serve(self.rt, "127.0.0.1", 0))  # type: ignore[arg-type]
+        self.server: HttpServer = lt.run(serve(self.rt, "127.0.0.1", 0))
         self.url = self.server.url
         self.client = CheckedClient(base_url=self.url, timeout=20)
 

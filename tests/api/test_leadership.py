@@ -31,7 +31,7 @@ class FakeNode:
         config = replace(single_node_config(tmp / "cfg"), **cfg)  # type: ignore[arg-type]
         self.rt: FakeRuntime = lt.call(lambda: FakeRuntime(config, tmp / "data"))
         self.rt.seed()
-        self.server: HttpServer = lt.run(serve(self.rt, "127.0.0.1", 0))  # type: ignore[arg-type]
+        self.server: HttpServer = lt.run(serve(self.rt, "127.0.0.1", 0))
         self.client = CheckedClient(base_url=self.server.url, timeout=10)
 
     def close(self) -> None:
