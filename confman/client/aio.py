@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Literal
 
 import httpx
 
 from confman.client.core import ClientCore, Consistency
 from confman.client.models import AuditEvent, ChangePage, Entry, Namespace, NodeStatus, WatchEvent
-from confman.client.plan import Plan, Sleep
+from confman.client.plan import Plan, Sleep, T
 from confman.client.sse import SSEParser
 from confman.client.tls import PathLike, ssl_context
 from confman.client.watching import WatchState
@@ -64,7 +64,7 @@ class AsyncClient:
     def endpoints(self) -> list[str]:
         return list(self._core.endpoints.urls)
 
-    async def _run(self, plan: Plan) -> Any:
+    async def _run(self, plan: Plan[T]) -> T:
         try:
             step = plan.send(None)
             while True:
@@ -80,7 +80,8 @@ class AsyncClient:
                     reply = exc
                 step = plan.send(reply)
         except StopIteration as done:
-            return done.value
+            result: T = done.value
+            return result
 
     async def leader(self) -> str | None:
         return await self._run(self._core.leader())
@@ -107,7 +108,9 @@ class AsyncClient:
         plan = self._core.put_namespace(namespace, description, owner, idempotency_key)
         return await self._run(plan)
 
-    async def delete_namespace(self, namespace: str, *, idempotency_key: str | None = None) -> int:
+    async def delete_namespace(
+        self, namespace: str, *, idempotency_key: str | None = None
+    ) -> int | None:
         return await self._run(self._core.delete_namespace(namespace, idempotency_key))
 
     async def audit(
@@ -155,7 +158,7 @@ class AsyncClient:
         *,
         if_match: int | Literal["*"] | None = None,
         idempotency_key: str | None = None,
-    ) -> int:
+    ) -> int | None:
         return await self._run(self._core.delete(namespace, key, if_match, idempotency_key))
 
     async def poll(
@@ -226,7 +229,7 @@ class AsyncWatch(AsyncIterator[WatchEvent]):
         if self._response is not None:
             await self._response.aclose()
 
-    async def _run(self) -> AsyncIterator[WatchEvent]:
+    async def _run(self) -> AsyncGenerator[WatchEvent, None]:
         state = self._state
         while not self._closed:
             attempt = state.attempt()

@@ -5,13 +5,22 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 import httpx
 
 from confman.client.models import AuditEvent, ChangePage, Entry, Namespace, NodeStatus, WatchEvent
-from confman.client.plan import Call, Endpoints, Plan, Send, discover_leader, exchange, raise_for
+from confman.client.plan import (
+    Call,
+    Endpoints,
+    Plan,
+    Reply,
+    Send,
+    discover_leader,
+    exchange,
+    raise_for,
+)
 
 Consistency = Literal["local", "linearizable", "lease"]
 #: The local dev cluster (``confman dev``).
@@ -93,7 +102,7 @@ class ClientCore:
         min_index: int | None = None,
         params: dict[str, str] | None = None,
         timeout: float | None = None,
-    ) -> Plan:
+    ) -> Plan[httpx.Response]:
         query = dict(params or {})
         if consistency is not None:
             query["consistency"] = consistency
@@ -118,7 +127,7 @@ class ClientCore:
         body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         idempotency_key: str | None = None,
-    ) -> Plan:
+    ) -> Plan[httpx.Response]:
         h = dict(headers or {})
         key = idempotency_key or (str(uuid.uuid4()) if self.idempotent_writes else None)
         if key is not None:
@@ -131,15 +140,16 @@ class ClientCore:
         return self._seen(_checked(reply))
 
     # -- cluster ------------------------------------------------------------------------
-    def leader(self) -> Plan:
+    def leader(self) -> Plan[str | None]:
         """The leader's URL (asked afresh), or None."""
         self.endpoints.leader = yield from discover_leader(self.endpoints)
         return self.endpoints.leader
 
-    def cluster_status(self) -> Plan:
+    def cluster_status(self) -> Plan[list[NodeStatus]]:
         out: list[NodeStatus] = []
         for url in self.endpoints.urls:
-            reply = yield Send("GET", url + "/health/ready", timeout=2.0)
+            step = Send("GET", url + "/health/ready", timeout=2.0)
+            reply = cast(Reply, (yield step))  # a Send is answered with its Reply
             if isinstance(reply, httpx.TransportError):
                 out.append(NodeStatus(url, False, error=f"{type(reply).__name__}: {reply}"))
                 continue
@@ -152,28 +162,30 @@ class ClientCore:
         return out
 
     # -- namespaces ---------------------------------------------------------------------
-    def namespaces(self, consistency: Consistency | None = None) -> Plan:
+    def namespaces(self, consistency: Consistency | None = None) -> Plan[list[Namespace]]:
         reply = yield from self._read("/api/v1/namespaces", consistency)
         return [Namespace.from_json(n) for n in reply.json()]
 
-    def namespace(self, namespace: str, consistency: Consistency | None = None) -> Plan:
+    def namespace(self, namespace: str, consistency: Consistency | None = None) -> Plan[Namespace]:
         reply = yield from self._read(f"/api/v1/namespaces/{_seg(namespace)}", consistency)
         return Namespace.from_json(reply.json())
 
     def put_namespace(
         self, namespace: str, description: str | None, owner: str | None, key: str | None
-    ) -> Plan:
+    ) -> Plan[Namespace]:
         body = {"description": description, "owner": owner}
         path = f"/api/v1/namespaces/{_seg(namespace)}"
         reply = yield from self._write("PUT", path, body, idempotency_key=key)
         return Namespace.from_json(reply.json())
 
-    def delete_namespace(self, namespace: str, key: str | None) -> Plan:
+    def delete_namespace(self, namespace: str, key: str | None) -> Plan[int | None]:
         path = f"/api/v1/namespaces/{_seg(namespace)}"
         reply = yield from self._write("DELETE", path, idempotency_key=key)
         return _index(reply)
 
-    def audit(self, namespace: str, limit: int, consistency: Consistency | None) -> Plan:
+    def audit(
+        self, namespace: str, limit: int, consistency: Consistency | None
+    ) -> Plan[list[AuditEvent]]:
         path = f"/api/v1/namespaces/{_seg(namespace)}/audit"
         reply = yield from self._read(path, consistency, params={"limit": str(limit)})
         return [AuditEvent.from_json(e) for e in reply.json()]
@@ -181,13 +193,13 @@ class ClientCore:
     # -- entries ------------------------------------------------------------------------
     def get(
         self, namespace: str, key: str, consistency: Consistency | None, min_index: int | None
-    ) -> Plan:
+    ) -> Plan[Entry]:
         reply = yield from self._read(_entry_path(namespace, key), consistency, min_index)
         return Entry.from_json(reply.json(), _index(reply))
 
     def entries(
         self, namespace: str | None, consistency: Consistency | None, min_index: int | None
-    ) -> Plan:
+    ) -> Plan[list[Entry]]:
         path = (
             "/api/v1/configs"
             if namespace is None
@@ -206,7 +218,7 @@ class ClientCore:
         if_match: int | Literal["*"] | None,
         create_only: bool,
         idempotency_key: str | None,
-    ) -> Plan:
+    ) -> Plan[Entry]:
         headers: dict[str, str] = {}
         if if_match is not None:
             headers["If-Match"] = _etag(if_match)
@@ -225,7 +237,7 @@ class ClientCore:
         key: str,
         if_match: int | Literal["*"] | None,
         idempotency_key: str | None,
-    ) -> Plan:
+    ) -> Plan[int | None]:
         headers = {} if if_match is None else {"If-Match": _etag(if_match)}
         path = _entry_path(namespace, key)
         reply = yield from self._write("DELETE", path, None, headers, idempotency_key)
@@ -239,7 +251,7 @@ class ClientCore:
         prefix: str | None,
         since: int | None,
         wait: float | None,
-    ) -> Plan:
+    ) -> Plan[ChangePage]:
         params = watch_params(namespace, key, prefix)
         if since is not None:
             params["since"] = str(since)

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -54,7 +54,10 @@ class Sleep:
 
 
 Reply = httpx.Response | httpx.TransportError
-Plan = Generator[Send | Sleep, Reply | None, Any]
+T = TypeVar("T")
+#: An operation returning ``T``. The driver answers a ``Send`` with its ``Reply`` and a
+#: ``Sleep`` (and the first step) with None.
+Plan = Generator[Send | Sleep, Reply | None, T]
 
 #: Statuses worth another attempt (elsewhere or later).
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -71,7 +74,7 @@ class Backoff:
     attempt: int = 0
 
     def next(self) -> float:
-        ceiling = min(self.cap, self.base * 2**self.attempt)
+        ceiling: float = min(self.cap, self.base * 2**self.attempt)
         self.attempt += 1
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
@@ -176,9 +179,10 @@ def base_of(location: str, path: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _ready(url: str) -> Plan:
+def _ready(url: str) -> Plan[tuple[int, dict[str, Any]] | None]:
     """``url``'s ``/health/ready`` answer: (HTTP status, JSON object), or None."""
-    reply = yield Send("GET", url + "/health/ready", timeout=READY_TIMEOUT_S)
+    step = Send("GET", url + "/health/ready", timeout=READY_TIMEOUT_S)
+    reply = cast(Reply, (yield step))  # a Send is answered with its Reply
     if isinstance(reply, httpx.TransportError):
         return None
     try:
@@ -188,7 +192,7 @@ def _ready(url: str) -> Plan:
     return (reply.status_code, body) if isinstance(body, dict) else None
 
 
-def discover_leader(endpoints: Endpoints) -> Plan:
+def discover_leader(endpoints: Endpoints) -> Plan[str | None]:
     """Ask the endpoints' ``/health/ready`` who leads (learning the members they list); the
     leader's URL or None. A hint naming only untrusted hosts raises ``UntrustedEndpoint``."""
     hints: list[tuple[str, str]] = []  # (leader named, by whom)
@@ -216,7 +220,7 @@ def discover_leader(endpoints: Endpoints) -> Plan:
     return None
 
 
-def learn_members(endpoints: Endpoints) -> Plan:
+def learn_members(endpoints: Endpoints) -> Plan[None]:
     """Ask every configured endpoint which members it advertises."""
     for url in endpoints.urls:
         answer = yield from _ready(url)
@@ -239,7 +243,7 @@ class Call:
     timeout: float | None = None
 
 
-def exchange(endpoints: Endpoints, call: Call, retry_timeout: float) -> Plan:
+def exchange(endpoints: Endpoints, call: Call, retry_timeout: float) -> Plan[httpx.Response]:
     """Send ``call`` until it gets an answer that is not worth retrying; that response.
 
     Writes and lease reads go to the known leader (discovered when unknown), other reads to
@@ -263,7 +267,7 @@ def exchange(endpoints: Endpoints, call: Call, retry_timeout: float) -> Plan:
                 target = endpoints.leader or endpoints.read_url
             else:
                 target = endpoints.read_url
-        reply = yield Send(
+        step = Send(
             call.method,
             target + call.path,
             call.params,
@@ -271,6 +275,7 @@ def exchange(endpoints: Endpoints, call: Call, retry_timeout: float) -> Plan:
             call.json,
             call.timeout,
         )
+        reply = cast(Reply, (yield step))  # a Send is answered with its Reply
         if isinstance(reply, httpx.TransportError):
             sent = not isinstance(reply, httpx.ConnectError | httpx.ConnectTimeout)
             last_problem = f"{target}: {type(reply).__name__}: {reply}"

@@ -6,14 +6,14 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from collections.abc import Generator, Iterator, Sequence
+from typing import Literal
 
 import httpx
 
 from confman.client.core import ClientCore, Consistency
 from confman.client.models import AuditEvent, ChangePage, Entry, Namespace, NodeStatus, WatchEvent
-from confman.client.plan import Plan, Sleep
+from confman.client.plan import Plan, Sleep, T
 from confman.client.sse import SSEParser
 from confman.client.tls import PathLike, ssl_context
 from confman.client.watching import WatchState
@@ -77,7 +77,7 @@ class Client:
     def endpoints(self) -> list[str]:
         return list(self._core.endpoints.urls)
 
-    def _run(self, plan: Plan) -> Any:
+    def _run(self, plan: Plan[T]) -> T:
         try:
             step = plan.send(None)
             while True:
@@ -94,7 +94,8 @@ class Client:
                     reply = exc
                 step = plan.send(reply)
         except StopIteration as done:
-            return done.value
+            result: T = done.value
+            return result
 
     # -- cluster ------------------------------------------------------------------------
     def leader(self) -> str | None:
@@ -123,8 +124,9 @@ class Client:
         """Create the namespace, or replace its description and owner."""
         return self._run(self._core.put_namespace(namespace, description, owner, idempotency_key))
 
-    def delete_namespace(self, namespace: str, *, idempotency_key: str | None = None) -> int:
-        """Delete the namespace and its entries; the log index of the deletion."""
+    def delete_namespace(self, namespace: str, *, idempotency_key: str | None = None) -> int | None:
+        """Delete the namespace and its entries; the log index of the deletion (None if the
+        answer carried no ``X-Confman-Index``)."""
         return self._run(self._core.delete_namespace(namespace, idempotency_key))
 
     def audit(
@@ -180,8 +182,9 @@ class Client:
         *,
         if_match: int | Literal["*"] | None = None,
         idempotency_key: str | None = None,
-    ) -> int:
-        """Delete an entry; the log index of the deletion."""
+    ) -> int | None:
+        """Delete an entry; the log index of the deletion (None if the answer carried no
+        ``X-Confman-Index``)."""
         return self._run(self._core.delete(namespace, key, if_match, idempotency_key))
 
     # -- changes ------------------------------------------------------------------------
@@ -270,7 +273,7 @@ class Watch(Iterator[WatchEvent]):
         else:
             reply.close()
 
-    def _run(self) -> Iterator[WatchEvent]:
+    def _run(self) -> Generator[WatchEvent, None, None]:
         state = self._state
         while not self._closed:
             attempt = state.attempt()
