@@ -17,7 +17,7 @@ import click
 from confman import __version__
 from confman.devcommands import dev
 from confman.devconfig import DEV_KEYS
-from confman.node.config import ConfigError, hash_key, load
+from confman.node.config import ConfigError, NodeConfig, hash_key, load
 
 if TYPE_CHECKING:
     from confman.api.tls import ServerTls
@@ -67,11 +67,11 @@ def serve(config_path: str, node_id: str | None, data_dir: str | None) -> None:
         uvloop.run(_serve(cfg, tls))
 
 
-async def _serve(cfg: object, tls: ServerTls | None = None) -> None:
+async def _serve(cfg: NodeConfig, tls: ServerTls | None = None) -> None:
     from confman.api.app import serve as serve_http
     from confman.node.runtime import Runtime
 
-    rt = Runtime(cfg)  # type: ignore[arg-type]
+    rt = Runtime(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
