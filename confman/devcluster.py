@@ -100,8 +100,8 @@ class Supervisor:
     async def start(self, name: str) -> dict[str, Any]:
         """Start node ``name``; answer once it serves ``/health`` (or say it does not yet)."""
         child = self._child(name)
-        if child.running:
-            raise DevError(f"{name} is already running (pid {child.proc.pid})")  # type: ignore[union-attr]
+        if child.running and child.proc is not None:  # (running implies a process)
+            raise DevError(f"{name} is already running (pid {child.proc.pid})")
         main_thread = sys.platform == "linux"
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
