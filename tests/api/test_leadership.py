@@ -111,6 +111,7 @@ def test_follower_readiness(fake: FakeNode) -> None:
         "term": 7,
         "commitIndex": fake.rt.applied_index,
         "appliedIndex": fake.rt.applied_index,
+        "members": [{"id": m.id, "http": m.http} for m in fake.rt.cfg.members],
     }
     fake.rt.ready = False  # e.g. out of contact with the leader
     r = fake.client.get("/health/ready")
