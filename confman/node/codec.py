@@ -211,7 +211,8 @@ def _message_from(v: Any) -> Message:
 # -- versioned envelope ------------------------------------------------------------------
 def _encode(fields: Any) -> bytes:
     try:
-        return msgpack.packb((CODEC_VERSION, fields), use_bin_type=True)
+        data: bytes = msgpack.packb((CODEC_VERSION, fields), use_bin_type=True)
+        return data
     except (TypeError, ValueError, OverflowError) as e:
         raise CodecError(f"cannot encode: {e}") from e
 

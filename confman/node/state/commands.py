@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -147,8 +148,9 @@ class Batch:
     commands: tuple[SimpleCommand, ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.commands, tuple):
-            object.__setattr__(self, "commands", tuple(self.commands))
+        given: Iterable[SimpleCommand] = self.commands  # callers may pass a list
+        if not isinstance(given, tuple):
+            object.__setattr__(self, "commands", tuple(given))
         for cmd in self.commands:
             if not isinstance(cmd, PutNamespace | DeleteNamespace | PutConfig | DeleteConfig):
                 raise TypeError(f"a batch cannot hold {type(cmd).__name__}")
@@ -221,7 +223,7 @@ def _command_body(cmd: Command) -> list[Any]:
 
 def encode_request(req: Request) -> bytes:
     """The bytes of a log entry carrying ``req`` (current format version)."""
-    return msgpack.packb(
+    data: bytes = msgpack.packb(
         [
             FORMAT_VERSION,
             "r",
@@ -232,11 +234,13 @@ def encode_request(req: Request) -> bytes:
             _command_body(req.command),
         ]
     )
+    return data
 
 
 def encode_command(cmd: Command) -> bytes:
     """A bare command (without envelope) in the current format version."""
-    return msgpack.packb([FORMAT_VERSION, "c", _command_body(cmd)])
+    data: bytes = msgpack.packb([FORMAT_VERSION, "c", _command_body(cmd)])
+    return data
 
 
 def request_fingerprint(req: Request) -> bytes:

@@ -65,6 +65,9 @@ class StateMachine(CommandApply):
     on their own connections.
     """
 
+    #: Earliest expiry of a stored idempotency key (None: none stored).
+    _next_expiry: int | None
+
     def __init__(self, db_path: str | os.PathLike[str]) -> None:
         self.db_path = os.fspath(db_path)
         self._conn: sqlite3.Connection | None = None
@@ -246,8 +249,9 @@ class StateMachine(CommandApply):
                 "membership changed",
                 {"voters": list(conf.voters), "learners": list(conf.learners)},
             )
-        if entry.type != EntryType.NORMAL:
-            return self._reject(index, f"unknown entry type {entry.type!r}")
+        if entry.type != EntryType.NORMAL:  # a type this version does not know
+            reason = f"unknown entry type {entry.type!r}"  # type: ignore[unreachable]
+            return self._reject(index, reason)
         if not entry.data:
             return ApplyResult(index, ApplyStatus.NOOP, "leader no-op")
         try:
@@ -301,7 +305,7 @@ class StateMachine(CommandApply):
 
     def _load_next_expiry(self) -> None:
         row = self.conn.execute("SELECT min(expires_at) FROM idempotency").fetchone()
-        self._next_expiry: int | None = row[0]
+        self._next_expiry = row[0]
 
     def _run_request(self, index: int, req: Request) -> ApplyResult:
         self._seq = 0

@@ -73,7 +73,8 @@ class Reader:
 
     def applied_index(self) -> int:
         """Index of the last entry applied to the state being read."""
-        return self._conn.execute("SELECT applied_index FROM meta").fetchone()[0]
+        index: int = self._conn.execute("SELECT applied_index FROM meta").fetchone()[0]
+        return index
 
     # -- namespaces ---------------------------------------------------------------------
     def get_namespace(self, path: str) -> dict[str, Any] | None:
@@ -248,7 +249,8 @@ class ChangeFilter:
         if self.namespace is None:
             clause = _grant_clause(self.grants, "namespace")
             return ("", []) if clause is None else (f" AND ({clause[0]})", list(clause[1]))
-        where, params = " AND namespace = ?", [self.namespace]
+        where = " AND namespace = ?"
+        params: list[Any] = [self.namespace]
         if self.key is not None:
             where += " AND key = ?"
             params.append(self.key)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 __all__ = ["FaultFS", "SimulatedCrash"]
 
@@ -41,7 +42,7 @@ class _Inode:
 
 # Directory operations since the last sync_dir: ("create", name, inode), ("remove", name),
 # ("rename", src, dst).
-_DirOp = tuple
+_DirOp = tuple[Any, ...]
 
 
 class _FaultFile:
@@ -229,9 +230,9 @@ def _surviving_content(inode: _Inode, rng: random.Random) -> bytes:
     kept = rng.randint(0, len(ops))
     for kind, arg in ops[:kept]:
         if kind == "w":
-            data += arg  # type: ignore[operator]
+            data += cast(bytes, arg)
         else:
-            del data[arg:]  # type: ignore[misc]
+            del data[cast(int, arg) :]
     if kept < len(ops) and ops[kept][0] == "w" and rng.random() < 0.5:
         torn: bytes = ops[kept][1]  # type: ignore[assignment]
         data += torn[: rng.randint(0, len(torn) - 1)] if torn else b""

@@ -123,7 +123,7 @@ def _slow_unlink(path: Path) -> None:
 
 
 def _header_bytes(index: int, term: int, conf: ConfState, size: int, crc: int) -> bytes:
-    header = msgpack.packb(
+    header: bytes = msgpack.packb(
         {
             "index": index,
             "term": term,

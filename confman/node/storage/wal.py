@@ -381,7 +381,8 @@ class WAL:
             else:
                 if len(payload) != _MARKER.size:
                     raise WALCorruptError(path, pos, "malformed snapshot marker")
-                rep.marker(*_MARKER.unpack(payload), where)
+                index, term = _MARKER.unpack(payload)
+                rep.marker(index, term, where)
         except CodecError as e:
             raise WALCorruptError(path, pos, f"undecodable record: {e}") from e
 
