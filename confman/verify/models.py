@@ -87,7 +87,7 @@ class RegisterModel(Model):
     read_only_kinds = frozenset({"read"})
 
     def __init__(self, initial: Any = None) -> None:
-        self.initial = initial
+        self.initial: State = initial
 
     def init(self) -> State:
         return self.initial
@@ -178,7 +178,9 @@ class KeyValueModel(_KeyedModel):
     name = "kv"
     read_only_kinds = frozenset({"get"})
 
-    def step(self, state: State, input: Input, output: Any) -> tuple[bool, State]:
+    def step(  # type: ignore[override]  # the states of a map model are maps
+        self, state: MapState, input: Input, output: Any
+    ) -> tuple[bool, State]:
         kind, (key, value) = input
         current = map_get(state, key, "")
         if kind == "get":
@@ -205,7 +207,9 @@ class VersionedMapModel(_KeyedModel):
     name = "versioned-map"
     read_only_kinds = frozenset({"read"})
 
-    def step(self, state: State, input: Input, output: Any) -> tuple[bool, State]:
+    def step(  # type: ignore[override]  # the states of a map model are maps
+        self, state: MapState, input: Input, output: Any
+    ) -> tuple[bool, State]:
         kind, arg = input
         key = arg[0]
         current = map_get(state, key)

@@ -20,12 +20,10 @@ import shutil
 from collections import Counter
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confman.verify.cluster import ProcessCluster
-
-if TYPE_CHECKING:
-    from confman.verify.run import RunResult
+from confman.verify.outcome import RunResult
 
 COLOURS = {"ok": "#2e9e44", "fail": "#d62728", "info": "#f0a020"}
 FAULT_COLOURS = {
@@ -156,7 +154,7 @@ def timeline_svg(r: RunResult, width: int = 1600) -> str:
     row_of = {c: i for i, c in enumerate(clients)}
     t0 = r.started
     gave_up = {i: m["gave_up"] for i, m in r.meta.items() if "gave_up" in m}
-    end = max([r.ended, t0 + 1e-3, *gave_up.values()] + [op.ret or op.call for op in ops])
+    end: float = max([r.ended, t0 + 1e-3, *gave_up.values()] + [op.ret or op.call for op in ops])
     for e in r.events:
         end = max(end, e.end or e.start)
     left, strip_y, strip_h, row_h = 90, 26, 16, 16
