@@ -12,9 +12,10 @@ as in other import-graph tools: otherwise every package whose ``__init__`` re-ex
 contents would be one big cycle.
 
 Run as a script (``.venv/bin/python tests/test_import_graph.py``) to print the
-package-level graph (raft, sim, node, api, client, verify, cli, dev*) and any cycles::
+package-level graph (raft, sim, node, api, client, verify, cli, dev*), any cycles and the
+largest modules::
 
-    .venv/bin/python tests/test_import_graph.py            # package graph and cycles
+    .venv/bin/python tests/test_import_graph.py            # package graph, cycles, sizes
     .venv/bin/python tests/test_import_graph.py --modules  # every module edge as well
 """
 
@@ -342,6 +343,16 @@ def main(argv: list[str]) -> int:
     print(f"\nlayering violations: {len(violations)}")
     for line in violations:
         print(f"  {line}")
+    sizes = sorted(
+        (
+            (len(path.read_text(encoding="utf-8").splitlines()), name)
+            for name, path in modules.items()
+        ),
+        reverse=True,
+    )
+    print("\nlargest modules (lines)")
+    for lines, name in sizes[:10]:
+        print(f"  {lines:5d}  {name}")
     return 1 if cycles or violations else 0
 
 
