@@ -67,7 +67,7 @@ class NodeConfig:
             "this node's id, one of the [[members]] ids",
             Bound(
                 "letters, digits, . _ -",
-                ID_PATTERN.match,
+                lambda v: ID_PATTERN.match(v) is not None,
                 "{value!r} must match " + ID_PATTERN.pattern,
             ),
             env="CONFMAN_NODE_ID",

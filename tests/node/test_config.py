@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from confman.node.config import ConfigError, from_mapping, hash_key, load
+from confman.node.config import ENV_OVERRIDES, ConfigError, from_mapping, hash_key, load
+from confman.node.settings import SECTIONS, SETTINGS
+from confman.node.settings_types import BOOL, FLOAT, HAND, INT, POSITIVE, REQUIRED, Setting
 
 SECRET = "s" * 32
 ADMIN = hash_key("admin-key")
@@ -129,7 +132,7 @@ def _well_known_dev_keys() -> list[str]:
     try:
         from confman.devconfig import DEV_KEYS
     except ImportError:  # pragma: no cover - before the dev layout moved out of the CLI
-        from confman.cli import DEV_KEYS  # type: ignore[no-redef,attr-defined]
+        from confman.cli import DEV_KEYS  # type: ignore[attr-defined]
     return [key for key, _, _ in DEV_KEYS]
 
 
@@ -229,3 +232,75 @@ def test_bad_watch_limits_name_the_field(watch: dict[str, Any], field: str) -> N
     raw["watch"] = watch
     with pytest.raises(ConfigError, match=field):
         from_mapping(raw)
+
+
+# -- the settings table (issue 15, item 7) -------------------------------------------------
+
+
+def _set(key: str, value: Any) -> dict[str, Any]:
+    raw = _raw()
+    section, _, name = key.rpartition(".")
+    (raw.setdefault(section, {}) if section else raw)[name] = value
+    return raw
+
+
+_TABLE = [s for s in SETTINGS if s.kind is not HAND]
+
+
+@pytest.mark.parametrize("s", [s for s in _TABLE if POSITIVE in s.bounds], ids=lambda s: s.key)
+def test_every_positive_setting_refuses_zero_naming_the_field(s: Setting) -> None:
+    with pytest.raises(ConfigError, match=rf"^{re.escape(s.key)}: must be > 0$"):
+        from_mapping(_set(s.key, 0))
+
+
+@pytest.mark.parametrize(
+    "s", [s for s in _TABLE if s.kind in (INT, FLOAT, BOOL)], ids=lambda s: s.key
+)
+def test_every_number_or_flag_refuses_a_string_naming_the_field(s: Setting) -> None:
+    with pytest.raises(ConfigError, match=rf"^{re.escape(s.key)}: expected \w+(/\w+)?, got 'x'$"):
+        from_mapping(_set(s.key, "x"))
+
+
+@pytest.mark.parametrize("s", [s for s in _TABLE if s.kind is INT], ids=lambda s: s.key)
+def test_an_integer_setting_refuses_a_boolean(s: Setting) -> None:
+    with pytest.raises(ConfigError, match=rf"^{re.escape(s.key)}: expected int, got True$"):
+        from_mapping(_set(s.key, True))
+
+
+@pytest.mark.parametrize("section", ["", *SECTIONS])
+def test_an_unknown_key_is_refused_in_every_section(section: str) -> None:
+    key = f"{section}.no_such_thing" if section else "no_such_thing"
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: unknown setting$"):
+        from_mapping(_set(key, 1))
+
+
+@pytest.mark.parametrize(
+    "s", [s for s in _TABLE if s.default is not REQUIRED and not s.derive], ids=lambda s: s.key
+)
+def test_each_default_is_the_declared_one_and_each_setting_is_read(s: Setting) -> None:
+    assert getattr(from_mapping(_raw()), s.attr) == s.default
+    if s.kind is INT and POSITIVE in s.bounds:
+        value = s.default + 4096 if isinstance(s.default, int) else 4096
+        assert getattr(from_mapping(_set(s.key, value)), s.attr) == value
+
+
+def test_the_environment_overrides_are_declared_in_the_table() -> None:
+    assert ENV_OVERRIDES == {
+        "CONFMAN_NODE_ID": "node_id",
+        "CONFMAN_DATA_DIR": "data_dir",
+        "CONFMAN_CLUSTER_SECRET": "cluster_secret",
+    }
+    assert {s.env for s in SETTINGS if s.env} == {*ENV_OVERRIDES, "CONFMAN_PROFILE"}
+
+
+def test_derived_defaults_follow_the_other_settings() -> None:
+    raw = _raw()
+    raw["watch"] = {"max_subscribers": 10}
+    raw["profile"] = "dev"
+    cfg = from_mapping(raw)
+    assert cfg.watch_max_per_key == 10 and cfg.log_format == "text"
+    assert cfg.http_advertise == "http://127.0.0.1:6100/"
+    cfg = from_mapping(_set("raft.listen", "0.0.0.0:7100"))
+    assert cfg.raft_listen == ("0.0.0.0", 7100)
+    with pytest.raises(ConfigError, match=r"^http\.listen: expected 'host:port'"):
+        from_mapping(_set("http.listen", "nope"))
