@@ -34,7 +34,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -43,11 +42,11 @@ from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 
 from confman.api.access import DevHosts
-from confman.api.auth import EDITOR, MAX_KEY_BYTES, VIEWER, Principal
+from confman.api.auth import EDITOR, MAX_KEY_BYTES, VIEWER
 from confman.api.context import ApiContext
 from confman.api.fastpath_conn import FastConnection
 from confman.api.fastpath_gate import Gate
-from confman.api.fastpath_parse import RawHead
+from confman.api.fastpath_parse import FastHead, RawHead
 from confman.api.logs import access_log, error_log
 from confman.api.problems import Problem, Redirect
 from confman.api.responses import etag, read_headers
@@ -71,19 +70,6 @@ _PLAIN = frozenset(
 )
 
 Handover = Callable[[], asyncio.Protocol]
-
-
-@dataclass(slots=True)
-class _Head:
-    """What the fast path needs from a request head of its shape."""
-
-    path: str
-    ns: str
-    key: str
-    principal: Principal
-    cid: str | None
-    content_type: bytes | None
-    length: int  # Content-Length (0 when absent)
 
 
 class FastFront:
@@ -143,7 +129,7 @@ class FastFront:
         for conn in list(self.conns):
             conn.close()
 
-    def _parse(self, raw: RawHead, method: bytes, level: int) -> _Head | None:
+    def _parse(self, raw: RawHead, method: bytes, level: int) -> FastHead | None:
         """The head's fields when it has the fast shape and a key of ``level`` for the
         namespace, else None."""
         url = raw.url
@@ -199,7 +185,7 @@ class FastFront:
         if principal is None or principal.level < level or not principal.may_access(ns):
             return None
         path = url.decode("ascii")
-        return _Head(path, ns, key, principal, cid, content_type, length or 0)
+        return FastHead(path, ns, key, principal, cid, content_type, length or 0)
 
     def answer(self, raw: RawHead, peer: str | None) -> bytes | None:
         """The complete response to a GET head, or None when the request is not of the
@@ -224,7 +210,7 @@ class FastFront:
         self._record("GET", 200, h, cid, peer, start)
         return response
 
-    def write_head(self, raw: RawHead) -> _Head | None:
+    def write_head(self, raw: RawHead) -> FastHead | None:
         """The fields of a PUT head of the fast shape (its body still to come)."""
         ctx = self.ctx
         if ctx.forward_writes or ctx.rt.role != "leader":
@@ -239,7 +225,7 @@ class FastFront:
             return None
         return h
 
-    def start_write(self, h: _Head, body: bytes, peer: str | None) -> asyncio.Task[bytes] | None:
+    def start_write(self, h: FastHead, body: bytes, peer: str | None) -> asyncio.Task[bytes] | None:
         """Propose the PUT of ``body``; None (nothing proposed) when the body is not valid
         for the route or this node no longer leads: the general path then reports it."""
         start = time.perf_counter()
@@ -254,7 +240,9 @@ class FastFront:
         )
         return asyncio.get_running_loop().create_task(self._write(h, command, start, peer))
 
-    async def _write(self, h: _Head, command: PutConfig, start: float, peer: str | None) -> bytes:
+    async def _write(
+        self, h: FastHead, command: PutConfig, start: float, peer: str | None
+    ) -> bytes:
         cid = h.cid or os.urandom(16).hex()
         resp: web.Response
         try:
@@ -299,7 +287,7 @@ class FastFront:
         )
 
     def _record(
-        self, method: str, status: int, h: _Head, cid: str, peer: str | None, start: float
+        self, method: str, status: int, h: FastHead, cid: str, peer: str | None, start: float
     ) -> None:
         counter = self._counters.get((method, status))
         if counter is None:

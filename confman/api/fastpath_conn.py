@@ -25,13 +25,28 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import Protocol, cast
 
-from confman.api.fastpath_gate import Relay
-from confman.api.fastpath_parse import HeadReader
+from confman.api.fastpath_gate import Gate, Relay
+from confman.api.fastpath_parse import FastHead, HeadReader, RawHead
 
-if TYPE_CHECKING:
-    from confman.api.fastpath import FastFront, _Head
+
+class Front(Protocol):
+    """What a connection uses of the front it belongs to (``fastpath.FastFront``)."""
+
+    gate: Gate
+    conns: set[FastConnection]
+    closing: bool
+    answering: bool
+    slow: Callable[[], asyncio.Protocol]
+
+    def answer(self, raw: RawHead, peer: str | None) -> bytes | None: ...
+    def write_head(self, raw: RawHead) -> FastHead | None: ...
+    def start_write(
+        self, h: FastHead, body: bytes, peer: str | None
+    ) -> asyncio.Task[bytes] | None: ...
+
 
 #: A request head longer than this is left to aiohttp (which enforces its own limits).
 MAX_HEAD = 8192
@@ -67,7 +82,7 @@ class FastConnection(asyncio.Protocol):
         "busy",
     )
 
-    def __init__(self, front: FastFront) -> None:
+    def __init__(self, front: Front) -> None:
         self._front = front
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -84,7 +99,7 @@ class FastConnection(asyncio.Protocol):
         self._scheduled = False
         self._eof = False
         #: A PUT whose head is read, waiting for its body: (fields, head length).
-        self._put: tuple[_Head, int] | None = None
+        self._put: tuple[FastHead, int] | None = None
         #: What the deadline is for: "head", "idle", "write", or None (no deadline).
         self._phase: str | None = "head"
         self._deadline = _NEVER
@@ -195,11 +210,11 @@ class FastConnection(asyncio.Protocol):
                 self._hand_over(buf)
                 return
             if raw.method == b"PUT":
-                h = front.write_head(raw)
-                if h is None:
+                put = front.write_head(raw)
+                if put is None:
                     self._hand_over(buf)
                     return
-                self._put = (h, size)
+                self._put = (put, size)
                 self._phase = None  # the head is complete: the body's phase follows
                 continue
             response = front.answer(raw, self._peer)

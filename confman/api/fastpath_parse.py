@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import httptools
 
+from confman.api.auth import Principal
+
 #: What llhttp raises for a message the front leaves to aiohttp (an upgrade, CONNECT, or
 #: anything it rejects); HttpParserUpgrade is no HttpParserError.
 REJECTED = (httptools.HttpParserError, httptools.HttpParserUpgrade)
@@ -96,3 +98,16 @@ class HeadReader:
         except REJECTED:
             return False
         return self._done and self._begun == 1
+
+
+@dataclass(slots=True)
+class FastHead:
+    """What the fast path needs from a request head of its shape."""
+
+    path: str
+    ns: str
+    key: str
+    principal: Principal
+    cid: str | None
+    content_type: bytes | None
+    length: int  # Content-Length (0 when absent)
