@@ -380,7 +380,9 @@ def cluster_group() -> None:
 @cluster_group.command("status")
 @common_options
 def cluster_status(opts: Options) -> None:
-    """Each endpoint's role, term, leader and indexes; exit status 1 without a leader."""
+    """Each endpoint's role, term, leader and indexes; exit status 1 without a leader.
+
+    Also available as `confman status`, its older name."""
     with connect(opts) as c:
         nodes = c.cluster_status()
     _emit(
