@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from confman.verify.nemesis import parse_kinds
-from confman.verify.run import RunConfig, run_verify
+from confman.verify.run import RunConfig, TestOnlyBugs, run_verify
 
 
 def _log(msg: str) -> None:
@@ -55,7 +55,8 @@ def _log(msg: str) -> None:
 @click.option(
     "--bugs",
     default=None,
-    help="Test-only deliberate node bugs [default: env CONFMAN_TEST_BUGS].",
+    help="Deliberate node bugs: only through `python -m tests.faults.verify` (test-only) "
+    "[default: env CONFMAN_TEST_BUGS].",
 )
 @click.option(
     "--check-timeout",
@@ -105,7 +106,10 @@ def verify(
         check_timeout=check_timeout,
         log=_log,
     )
-    result = run_verify(cfg)
+    try:
+        result = run_verify(cfg)
+    except TestOnlyBugs as exc:
+        raise click.UsageError(str(exc)) from None
     click.echo(result.summary)
     sys.exit(result.exit_code)
 

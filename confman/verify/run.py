@@ -38,9 +38,10 @@ which is the same as, per run ``i`` (nemeses ``kill``, ``pause``, ``partition``,
     .venv/bin/python -m confman.verify.command --duration 60 --seed $i \\
         --nemesis kill,pause,partition --out verify-reports/soak-$i
 
-Add ``--nodes 5`` for five-node clusters. The deliberately broken node is run with
-``CONFMAN_TEST_BUGS=node:stale_linearizable`` in the environment (or ``--bugs``): the
-``linearizable`` check must then fail. ``node:ack_before_fsync`` cannot be caught here:
+Add ``--nodes 5`` for five-node clusters. Deliberately broken nodes are test-only:
+``python -m tests.faults.verify --bugs node:stale_linearizable ...`` runs the same command
+against nodes with that bug patched in (``tests/faults``), and the ``linearizable`` check must
+then fail; the shipped command refuses ``--bugs``. ``node:ack_before_fsync`` cannot be caught here:
 kill -9 keeps the page cache, so an unsynced WAL write survives; only power loss (or a
 fault-injecting file layer) would lose it.
 
@@ -90,8 +91,17 @@ def default_report_dir(seed: int) -> Path:
     return Path("verify-reports") / f"{stamp}-seed{seed}"
 
 
+class TestOnlyBugs(ValueError):
+    """``--bugs`` given to the shipped command, whose nodes have no deliberate bugs."""
+
+
 def run_verify(cfg: RunConfig) -> RunResult:
     """Run, check and write the report; the result (see `RunResult.exit_code`)."""
+    if cfg.bugs and not getattr(ProcessCluster, "runs_deliberate_bugs", False):
+        raise TestOnlyBugs(
+            f"deliberate bugs ({cfg.bugs}) are test-only: shipped nodes have none; run "
+            "`python -m tests.faults.verify --bugs ...` from a checkout instead"
+        )
     out = cfg.out or default_report_dir(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     kinds = parse_kinds(cfg.nemesis)

@@ -11,6 +11,9 @@ from tests.faults import node_bugs
 
 
 class BuggyProcessCluster(ProcessCluster):
+    #: `confman.verify.run` refuses ``--bugs`` with any other cluster class.
+    runs_deliberate_bugs = True
+
     def __init__(self, *args: Any, **kw: Any) -> None:
         node_bugs.parse((kw.get("env") or {}).get(node_bugs.ENV, ""))
         kw.setdefault("node_command", node_bugs.NODE_COMMAND)

@@ -67,3 +67,15 @@ def test_the_shipped_node_has_no_bug_switch() -> None:
     for path in (ROOT / "confman" / "node").glob("runtime*.py"):
         text = path.read_text()
         assert not re.search(r"\bbugs\b", text) and node_bugs.ENV not in text, path
+
+
+def test_the_shipped_verify_command_refuses_deliberate_bugs(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from confman.verify.command import verify
+
+    res = CliRunner().invoke(
+        verify, ["--duration", "1", "--bugs", "node:stale_linearizable", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "test-only" in res.output
+    assert not any(tmp_path.iterdir()), "nothing ran"
