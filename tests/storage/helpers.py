@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from confman.node.storage.wal import WalState
 from confman.raft.types import Entry, HardState
 
-HEADER_SIZE = 40  # documented in confman.node.storage.wal
+HEADER_SIZE = 40  # documented in confman.node.storage.wal_format
 _RECORD = struct.Struct("<IIB")
 
 State = tuple[HardState, int, int, tuple[Entry, ...]]
