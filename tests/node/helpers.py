@@ -224,6 +224,7 @@ class RawPeer:
             kind, server_proof = await self.read_frame()
         except (asyncio.IncompleteReadError, ConnectionError):
             return False
+        self.hello, self.nonce = hello, nonce  # what the session keys derive from
         return kind == framing.K_WELCOME and server_proof == framing.proof(
             secret, b"server", hello, nonce
         )

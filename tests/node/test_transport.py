@@ -49,22 +49,9 @@ class MacPeer(RawPeer):
     async def handshake(
         self, client: str, server: str, secret: bytes = SECRET, channel: int = framing.CH_RAFT
     ) -> bool:
-        hello = framing.Hello(
-            framing.PROTOCOL_VERSION, channel, client, server, framing.new_nonce()
-        )
-        await self.send_frame(framing.K_HELLO, framing.encode_hello(hello))
-        kind, nonce = await self.read_frame()
-        assert kind == framing.K_CHALLENGE and len(nonce) == framing.NONCE_BYTES
-        await self.send_frame(framing.K_AUTH, framing.proof(secret, b"client", hello, nonce))
-        try:
-            kind, server_proof = await self.read_frame()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        if not await super().handshake(client, server, secret, channel):
             return False
-        if kind != framing.K_WELCOME or server_proof != framing.proof(
-            secret, b"server", hello, nonce
-        ):
-            return False
-        self.rx, self.tx = framing.session_macs(secret, hello, nonce, server=False)
+        self.rx, self.tx = framing.session_macs(secret, self.hello, self.nonce, server=False)
         return True
 
     async def send_frame(self, kind: int, payload: bytes = b"") -> None:
