@@ -48,6 +48,7 @@ from benchmarks.compare.results import (
     Run,
     evaluate_bars,
     median_records,
+    storage_bars,
     table,
 )
 from benchmarks.compare.systems import System, make_system, rss_kib, temp_base
@@ -199,6 +200,13 @@ def parser() -> argparse.ArgumentParser:
         help="output dir (default benchmarks/results/<UTC timestamp>/)",
     )
     ap.add_argument("--seed", type=int, default=1, help="random seed of the generators")
+    ap.add_argument(
+        "--age-writes",
+        type=int,
+        default=0,
+        help="after the pre-load, write this many more values over the key space into each "
+        "system before any measured run (e.g. 1000000: measure a cluster that has grown)",
+    )
     return ap
 
 
@@ -211,6 +219,8 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     args.repeat = args.repeat or (1 if q else 3)
     args.trials = args.trials or (3 if q else 20)
     args.memory_keys = args.memory_keys or (5000 if q else 100_000)
+    if args.age_writes < 0:
+        raise SystemExit("--age-writes must be >= 0")
     if not 100 <= args.keys <= 10_000:
         raise SystemExit("--keys must be within 100..10000")
     known = workloads(args.rate)
@@ -407,6 +417,15 @@ def main(argv: list[str] | None = None) -> int:
             info[f"{name}_preload_errors"] = errs
             log(f"  pre-loaded {args.keys} keys of {args.value_size} B in {took:.1f} s"
                 + (f" (failed attempts, retried: {errs})" if errs else ""))  # fmt: skip
+            if args.age_writes:
+                took, errs = drivers.age(systems[name], args.age_writes, args.keys,
+                                         args.value_size)  # fmt: skip
+                info[f"{name}_age"] = {"writes": args.age_writes, "seconds": round(took, 1),
+                                       "errors": errs}  # fmt: skip
+                log(
+                    f"  aged with {args.age_writes:,} writes in {took:.1f} s"
+                    f" ({args.age_writes / took:,.0f}/s; retried: {errs or 'none'})"
+                )
         total = len(rows) * args.repeat * len(systems) * len(args.driver)
         n = 0
         for wl, clients in rows:
@@ -494,10 +513,11 @@ def build_report(
     bars_out = {}
     for d in args.driver:
         bars = evaluate_bars(medians.get(d, {}), fo, mem)
+        sbars = storage_bars(medians.get(d, {}))
         bars_out[d] = [
             {"name": b.name, "text": b.text, "value": b.value, "threshold": b.threshold,
              "verdict": b.verdict}
-            for b in bars
+            for b in [*bars, *sbars]
         ]  # fmt: skip
         extra = []
         for name, f in fo.items():
@@ -509,7 +529,7 @@ def build_report(
             extra.append(f"RSS {name} after {m['keys']} keys: {per} MiB "
                          f"(max {m['max_kib'] / 1024:.0f} MiB)")  # fmt: skip
         tables[d] = (f"driver: {d} (medians of {args.repeat}, {args.seconds:g} s runs)\n"
-                     + table(plain_rows, medians.get(d, {}), bars)
+                     + table(plain_rows, medians.get(d, {}), bars, sbars)
                      + ("\n" + "\n".join(extra) if extra else ""))  # fmt: skip
     return {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

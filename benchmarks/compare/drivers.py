@@ -15,7 +15,7 @@ import random
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -250,7 +250,20 @@ def run_python(
     return uvloop.run(_closed_loop(system, wl, clients, seconds, keys, size, seed))
 
 
-async def _preload(reqs: Sequence[Req], conns: int) -> Counter[str]:
+def age(
+    system: System, writes: int, keys: int, size: int, conns: int = 64
+) -> tuple[float, dict[str, int]]:
+    """Write ``writes`` values over keys ``0..keys-1`` (write i to key ``i % keys``), as
+    preload does, so a following run measures a cluster that has grown; requests are made
+    as they are sent, so a million writes do not sit in memory."""
+    url = system.leader_url()
+    reqs = (system.request(url, "write", i % keys, size, "local", False) for i in range(writes))
+    t0 = time.monotonic()
+    errors = uvloop.run(_preload(reqs, conns))
+    return time.monotonic() - t0, dict(errors)
+
+
+async def _preload(reqs: Iterable[Req], conns: int) -> Counter[str]:
     errors: Counter[str] = Counter()
     it = iter(reqs)
     async with _session(conns) as session:

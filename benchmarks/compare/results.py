@@ -212,6 +212,28 @@ def evaluate_bars(
     return bars
 
 
+def storage_bars(medians: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[Bar]:
+    """Issue 16's write bars (storage): 64-client writes, single-client p50 and p99, and the
+    open-loop write p50, each as a Confman/etcd ratio."""
+
+    def r(row: str | None, field_: str) -> float | None:
+        m = medians.get(row or "", {})
+        c, e = m.get("confman", {}).get(field_), m.get("etcd", {}).get(field_)
+        return ratio(None if c is None else float(c), None if e is None else float(e))
+
+    open_row = next((k for k in medians if k.startswith("open-write@")), None)
+    return [
+        Bar("s-write-64", "writes, 64 clients: Confman/etcd req/s >= 0.9",
+            r(row_key("write", 64), "rps"), 0.9, True),
+        Bar("s-write-1-p50", "single-client write p50: Confman/etcd <= 1.5",
+            r(row_key("write", 1), "p50_ms"), 1.5, False),
+        Bar("s-write-1-p99", "single-client write p99: Confman/etcd <= 2.0",
+            r(row_key("write", 1), "p99_ms"), 2.0, False),
+        Bar("s-open-write-p50", "open-loop writes p50: Confman/etcd <= 1.5",
+            r(open_row, "p50_ms"), 1.5, False),
+    ]  # fmt: skip
+
+
 def _f(x: float | None, fmt: str = "{:,.0f}") -> str:
     return "-" if x is None else fmt.format(x)
 
@@ -220,8 +242,10 @@ def table(
     rows: Sequence[tuple[str, int | str]],
     medians: Mapping[str, Mapping[str, Mapping[str, Any]]],
     bars: Sequence[Bar],
+    storage: Sequence[Bar] = (),
 ) -> str:
-    """The side-by-side text table, bar rows marked, then the bar list."""
+    """The side-by-side text table, bar rows marked, then the bar lists (issue 8's, and
+    issue 16's storage bars when given)."""
     bar_rows = {
         row_key("write", 64): "write-64",
         row_key("read-local", 64): "read-local-64",
@@ -254,4 +278,8 @@ def table(
     lines.append("bars (issue 8):")
     for b in bars:
         lines.append(f"  {b.verdict:<4} {b.text}: {_f(b.value, '{:.3f}')}")
+    if storage:
+        lines.append("bars (issue 16, storage):")
+        for b in storage:
+            lines.append(f"  {b.verdict:<4} {b.text}: {_f(b.value, '{:.3f}')}")
     return "\n".join(lines)

@@ -33,6 +33,7 @@ from benchmarks.compare.results import (
     ratio,
     row_key,
     split_connections,
+    storage_bars,
     table,
 )
 from benchmarks.compare.systems import LUA_DIR, b64, key_name, value_of
@@ -311,3 +312,21 @@ def test_chart_without_matplotlib_says_how_to_install_it(
     msg = cli.chart(tmp_path / "c.png", [("write", "1")], {"wrk": {}}, "wrk")
     assert "matplotlib is missing" in msg and ".[bench]" in msg
     assert not (tmp_path / "c.png").exists()
+
+
+def test_storage_bars_pass_and_fail_at_their_thresholds() -> None:
+    def med(write: float, p50: float, p99: float, open_p50: float) -> dict[str, Any]:
+        return {
+            row_key("write", 64): {"confman": {"rps": write}, "etcd": {"rps": 1.0}},
+            row_key("write", 1): {
+                "confman": {"p50_ms": p50, "p99_ms": p99},
+                "etcd": {"p50_ms": 1.0, "p99_ms": 1.0},
+            },
+            "open-write@1000/s": {"confman": {"p50_ms": open_p50}, "etcd": {"p50_ms": 1.0}},
+        }
+
+    assert [b.verdict for b in storage_bars(med(0.9, 1.5, 2.0, 1.5))] == ["PASS"] * 4
+    assert [b.verdict for b in storage_bars(med(0.89, 1.51, 2.01, 1.51))] == ["FAIL"] * 4
+    assert [b.verdict for b in storage_bars({})] == ["n/a"] * 4
+    text = table([("write", 64)], med(1.0, 1.0, 1.0, 1.0), [], storage_bars(med(1.0, 1, 1, 1)))
+    assert "bars (issue 16, storage):" in text
