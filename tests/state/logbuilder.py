@@ -20,6 +20,7 @@ from confman.node.state.commands import (
     format_timestamp,
 )
 from confman.node.state.machine import ApplyResult, StateMachine
+from confman.node.state.schema import ACTIONS, micros_timestamp
 from confman.raft.types import ConfState, Entry, EntryType
 
 T0 = datetime(2026, 2, 13, 10, 0, 0, tzinfo=UTC)
@@ -93,12 +94,35 @@ def digest_at(tmp: Path, log: Log, index: int) -> str:
         return machine.state_digest()
 
 
+#: The events as schema-1 audit rows: idx, seq, timestamp, action, actor, namespace, key,
+#: old value, new value, version (tests compare history in that shape).
+_AUDIT_ROWS = (
+    "SELECT ev.eid >> 20, ev.eid & 1048575, ev.ts_us, ev.action, a.name, p.path, e.key,"
+    " pv.value, nv.value, nv.version FROM events ev JOIN paths p ON p.ns_id = ev.ns_id"
+    " JOIN actors a ON a.actor_id = ev.actor_id LEFT JOIN entries e ON e.key_id = ev.key_id"
+    " LEFT JOIN versions nv ON nv.vid = ev.eid AND ev.key_id IS NOT NULL"
+    " LEFT JOIN versions pv ON pv.vid = ev.prev_vid ORDER BY ev.eid"
+)
+
+
 def audit_rows(machine: StateMachine) -> list[tuple[object, ...]]:
-    return machine.conn.execute("SELECT * FROM audit ORDER BY idx, seq").fetchall()
+    return [
+        (r[0], r[1], micros_timestamp(r[2]), ACTIONS[r[3]], *r[4:])
+        for r in machine.conn.execute(_AUDIT_ROWS)
+    ]
 
 
 def entry_rows(machine: StateMachine) -> list[tuple[object, ...]]:
-    return machine.conn.execute("SELECT * FROM entries ORDER BY namespace, key").fetchall()
+    """The current entries as schema-1 rows: namespace, key, value, type, version, updated
+    at and by, created index (None once its version is compacted away), mod index."""
+    rows = machine.conn.execute(
+        "SELECT p.path, e.key, v.value, v.type, v.version, v.ts_us, a.name,"
+        " (SELECT max(c.vid) >> 20 FROM versions c WHERE c.key_id = e.key_id AND c.version = 1"
+        " AND c.value IS NOT NULL AND c.vid <= e.vid), e.vid >> 20"
+        " FROM entries e JOIN paths p ON p.ns_id = e.ns_id JOIN versions v ON v.vid = e.vid"
+        " JOIN actors a ON a.actor_id = v.actor_id ORDER BY p.path, e.key"
+    )
+    return [(*r[:5], micros_timestamp(r[5]), *r[6:]) for r in rows]
 
 
 def statuses(results: Sequence[ApplyResult]) -> list[str]:

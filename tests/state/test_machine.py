@@ -33,10 +33,8 @@ def run(machine: StateMachine, log: Log) -> list[ApplyResult]:
 
 
 def actions(machine: StateMachine) -> list[tuple[object, ...]]:
-    return machine.conn.execute(
-        "SELECT idx, seq, action, namespace, key, old_value, new_value, version FROM audit"
-        " ORDER BY idx, seq"
-    ).fetchall()
+    """idx, seq, action, namespace, key, old value, new value, version of every event."""
+    return [(r[0], r[1], *r[3:4], *r[5:]) for r in audit_rows(machine)]
 
 
 # -- namespaces ----------------------------------------------------------------------------
@@ -429,7 +427,7 @@ def test_failure_inside_apply_rolls_back_the_whole_batch(machine: StateMachine) 
     with pytest.raises(ValueError, match="without its ConfState"):
         run(machine, log)
     assert machine.applied_index == 0
-    for table in ("namespaces", "entries", "audit", "idempotency"):
+    for table in ("namespaces", "entries", "versions", "events", "actors", "idempotency"):
         assert machine.conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
     log.conf_states[3] = ConfState(("a",))
     assert statuses(run(machine, log)) == ["created", "created", "noop"]
@@ -487,9 +485,12 @@ def test_digest_sees_every_table(machine: StateMachine) -> None:
     digest = machine.state_digest()
     for table, change in [
         ("namespaces", "UPDATE namespaces SET owner = 'x'"),
-        ("audit", "UPDATE audit SET actor = 'x'"),
+        ("events", "UPDATE events SET actor_id = 7"),
+        ("actors", "UPDATE actors SET name = 'x'"),
+        ("paths", "UPDATE paths SET path = 'x'"),
+        ("versions", "INSERT INTO versions VALUES (9, 1, 1, 'v', 'string', 0, 1)"),
         ("meta", "UPDATE meta SET voters = '[\"x\"]'"),
-        ("entries", "INSERT INTO entries VALUES ('ns', 'k', 'v', 'string', 1, '', '', 1, 1)"),
+        ("entries", "INSERT INTO entries VALUES (1, 1, 'k', NULL)"),
         ("idempotency", "INSERT INTO idempotency VALUES ('k', x'00', x'00', 5)"),
         ("rejected", "INSERT INTO rejected VALUES (9, 'x')"),
     ]:

@@ -14,15 +14,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from confman.node.state.commands import timestamp_micros
 from confman.node.state.schema import (
+    ACTIONS,
+    CURRENT_ENTRIES,
     ENTRY_COLUMNS,
     NAMESPACE_COLUMNS,
+    SEQ_BITS,
     entry_dict,
+    first_event_after,
+    micros_timestamp,
     namespace_dict,
 )
 
 AUDIT_LIMIT_MAX = 1000
-_CHANGE_COLUMNS = "idx, action, namespace, key, new_value, version, seq"
+#: An event with its namespace, key, new version (value, version) and replaced version.
+_EVENTS = (
+    "events ev JOIN paths p ON p.ns_id = ev.ns_id LEFT JOIN entries e ON e.key_id = ev.key_id"
+    " LEFT JOIN versions nv ON nv.vid = ev.eid AND ev.key_id IS NOT NULL"
+    " LEFT JOIN versions pv ON pv.vid = ev.prev_vid"
+)
+_CHANGE_COLUMNS = "ev.eid, ev.action, p.path, e.key, nv.value, nv.version"
 
 
 def _grant_clause(grants: Iterable[str], column: str) -> tuple[str, list[str]] | None:
@@ -95,7 +107,7 @@ class Reader:
     # -- entries ------------------------------------------------------------------------
     def get_entry(self, namespace: str, key: str) -> dict[str, Any] | None:
         row = self._conn.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE namespace = ? AND key = ?",
+            f"SELECT {ENTRY_COLUMNS} FROM {CURRENT_ENTRIES} WHERE p.path = ? AND e.key = ?",
             (namespace, key),
         ).fetchone()
         return None if row is None else entry_dict(row)
@@ -104,8 +116,8 @@ class Reader:
         """An existing entry and the applied index of the state it was read from, in one
         statement (one implicit read transaction); None when the entry does not exist."""
         row = self._conn.execute(
-            f"SELECT {ENTRY_COLUMNS}, (SELECT applied_index FROM meta) FROM entries"
-            " WHERE namespace = ? AND key = ?",
+            f"SELECT {ENTRY_COLUMNS}, (SELECT applied_index FROM meta) FROM {CURRENT_ENTRIES}"
+            " WHERE p.path = ? AND e.key = ?",
             (namespace, key),
         ).fetchone()
         return None if row is None else (entry_dict(row[:-1]), row[-1])
@@ -113,17 +125,18 @@ class Reader:
     def list_entries(self, namespace: str) -> list[dict[str, Any]]:
         """Entries of one namespace, sorted by key."""
         rows = self._conn.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE namespace = ? ORDER BY key",
+            f"SELECT {ENTRY_COLUMNS} FROM {CURRENT_ENTRIES} WHERE p.path = ? ORDER BY e.key",
             (namespace,),
         )
         return [entry_dict(r) for r in rows]
 
     def list_all_entries(self, grants: Iterable[str] = ("*",)) -> list[dict[str, Any]]:
         """Every entry in a namespace visible under ``grants``, sorted by namespace, key."""
-        clause = _grant_clause(grants, "namespace")
+        clause = _grant_clause(grants, "p.path")
         where, params = ("", []) if clause is None else (f" WHERE {clause[0]}", clause[1])
         rows = self._conn.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM entries{where} ORDER BY namespace, key", params
+            f"SELECT {ENTRY_COLUMNS} FROM {CURRENT_ENTRIES}{where} ORDER BY p.path, e.key",
+            params,
         )
         return [entry_dict(r) for r in rows]
 
@@ -132,14 +145,16 @@ class Reader:
         """Audit events of a namespace, newest first; ``limit`` clamped to 1..1000."""
         limit = max(1, min(AUDIT_LIMIT_MAX, int(limit)))
         rows = self._conn.execute(
-            "SELECT timestamp, action, actor, namespace, key, old_value, new_value FROM audit"
-            " WHERE namespace = ? ORDER BY idx DESC, seq DESC LIMIT ?",
+            "SELECT ev.ts_us, ev.action, a.name, p.path, e.key, pv.value, nv.value"
+            f" FROM {_EVENTS} JOIN actors a ON a.actor_id = ev.actor_id"
+            " WHERE ev.ns_id = (SELECT ns_id FROM paths WHERE path = ?)"
+            " ORDER BY ev.ns_id DESC, ev.eid DESC LIMIT ?",
             (namespace, limit),
         )
         return [
             {
-                "timestamp": r[0],
-                "action": r[1],
+                "timestamp": micros_timestamp(r[0]),
+                "action": ACTIONS[r[1]],
                 "actor": r[2],
                 "namespace": r[3],
                 "key": r[4],
@@ -155,13 +170,16 @@ class Reader:
         Walks the history from its oldest row, so it reads about as many rows as are older.
         """
         row = self._conn.execute(
-            "SELECT idx FROM audit WHERE timestamp >= ? ORDER BY idx, seq LIMIT 1", (timestamp,)
+            "SELECT eid FROM events WHERE ts_us >= ? ORDER BY eid LIMIT 1",
+            (timestamp_micros(timestamp),),
         ).fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None else int(row[0]) >> SEQ_BITS
 
     def has_changes_through(self, index: int) -> bool:
         """True when the retained history holds a change at log ``index`` or before."""
-        row = self._conn.execute("SELECT 1 FROM audit WHERE idx <= ? LIMIT 1", (index,))
+        row = self._conn.execute(
+            "SELECT 1 FROM events WHERE eid < ? LIMIT 1", (first_event_after(index),)
+        )
         return row.fetchone() is not None
 
     def history_floor(self) -> int:
@@ -199,21 +217,22 @@ class Reader:
             applied = self.applied_index()
             through = applied
             cursor = conn.execute(
-                f"SELECT {_CHANGE_COLUMNS} FROM audit WHERE idx > ?{where} ORDER BY idx, seq",
-                (since, *params),
+                f"SELECT {_CHANGE_COLUMNS} FROM {_EVENTS} WHERE ev.eid >= ?{where} ORDER BY ev.eid",
+                (first_event_after(since), *params),
             )
             try:
                 for r in cursor:
-                    if rows and r[0] != rows[-1][0] and (len(rows) >= limit or size >= budget):
+                    idx = r[0] >> SEQ_BITS
+                    if rows and idx != rows[-1][0] and (len(rows) >= limit or size >= budget):
                         through, cut_by_bytes = rows[-1][0], len(rows) < limit
                         break
-                    rows.append(r)
+                    rows.append((idx, *r[1:]))
                     size += _ROW_OVERHEAD + (len(r[4]) if r[4] is not None else 0)
             finally:
                 cursor.close()
         changes = [
             {
-                "type": r[1],
+                "type": ACTIONS[r[1]],
                 "namespace": r[2],
                 "key": r[3],
                 "value": r[4],
@@ -245,17 +264,18 @@ class ChangeFilter:
     grants: tuple[str, ...] = ("*",)
 
     def sql(self) -> tuple[str, list[Any]]:
-        """The extra ``AND ...`` conditions on the audit table and their parameters."""
+        """The extra ``AND ...`` conditions on the events (``ev``, joined to their path
+        ``p`` and key ``e``) and their parameters."""
         if self.namespace is None:
-            clause = _grant_clause(self.grants, "namespace")
+            clause = _grant_clause(self.grants, "p.path")
             return ("", []) if clause is None else (f" AND ({clause[0]})", list(clause[1]))
-        where = " AND namespace = ?"
+        where = " AND ev.ns_id = (SELECT ns_id FROM paths WHERE path = ?)"
         params: list[Any] = [self.namespace]
         if self.key is not None:
-            where += " AND key = ?"
+            where += " AND e.key = ?"
             params.append(self.key)
         elif self.prefix:
-            where += " AND substr(key, 1, ?) = ?"
+            where += " AND substr(e.key, 1, ?) = ?"
             params += [len(self.prefix), self.prefix]
         return where, params
 
