@@ -55,6 +55,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SNAP_END",
     "SNAP_SIZE",
+    "SNAP_SIZE_UNKNOWN",
     "TAG_BYTES",
     "FrameMac",
     "FramedProtocol",
@@ -91,6 +92,8 @@ K_SNAP_CHUNK = 7  # raw bytes of the snapshot file
 K_SNAP_END = 8  # u64 size | u32 crc32 of the whole stream
 K_SNAP_ACK = 9  # u8 ok (receiver -> sender)
 SNAP_SIZE = struct.Struct(">Q")  # snapshot header: size of the file
+#: Header size of a stream produced while it is sent (its end frame gives the size).
+SNAP_SIZE_UNKNOWN = (1 << 64) - 1
 SNAP_END = struct.Struct(">QI")  # snapshot end: size, crc32
 
 # channels

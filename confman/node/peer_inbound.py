@@ -33,6 +33,7 @@ from confman.node.framing import (
     K_WELCOME,
     SNAP_END,
     SNAP_SIZE,
+    SNAP_SIZE_UNKNOWN,
     FramedProtocol,
     HandshakeError,
     Hello,
@@ -247,7 +248,8 @@ class Inbound(FramedProtocol):
                 self.fail("malformed snapshot end frame")
                 return
             size, crc = SNAP_END.unpack(payload)
-            if size != self.expected or self.received != size or crc != self.crc:
+            announced = size if self.expected == SNAP_SIZE_UNKNOWN else self.expected
+            if size != announced or self.received != size or crc != self.crc:
                 self._snap_done(False, "snapshot stream incomplete or corrupt (size/crc)")
                 return
             sink, self.sink = self.sink, None

@@ -41,8 +41,14 @@ from confman.node.runtime_common import Control
 from confman.node.runtime_ready import ROLE_NAMES, Membership, ReadyLoop, RoleWatch
 from confman.node.runtime_recovery import Recovered, recover
 from confman.node.runtime_requests import AppliedWaiters, Proposals, Reads
-from confman.node.runtime_snapshots import ReceivedSnapshots, Snapshotter, snapshot_file
+from confman.node.runtime_snapshots import (
+    DurableSettings,
+    ReceivedSnapshots,
+    Snapshotter,
+    open_source,
+)
 from confman.node.state.commands import Request, encode_request
+from confman.node.state.durability import Durability
 from confman.node.state.machine import ApplyResult, StateMachine
 from confman.node.state.queries import Reader
 from confman.node.storage.snapshots import SnapshotStore
@@ -128,7 +134,7 @@ class Runtime:
         # membership change (Membership -> update_peers); only those peers are admitted.
         tls = load_contexts(self.cfg.raft_tls) if self.cfg.raft_tls is not None else None
         refused = self.metrics.peer_refused
-        store = self.snapshots
+        store, db_path = self.snapshots, self.db_path
         self.transport = PeerTransport(
             self.id,
             self.cfg.cluster_secret,
@@ -136,11 +142,12 @@ class Runtime:
             peers,
             on_message=self._on_message,
             on_unreachable=self._on_unreachable,
-            snapshot_file=lambda m: snapshot_file(store, m),
+            snapshot_source=lambda m: open_source(store, db_path, m),
             open_snapshot_sink=lambda m, size: self._received.sink(m),
             on_snapshot_status=self._on_snapshot_status,
             tls=tls,
             on_refused=lambda reason: refused.labels(reason=reason).inc(),
+            snapshot_rate_bytes_s=self.cfg.snapshot_rate_bytes_s,
         )
         await self.transport.start()
         self._clock = Clock(self.core, self._tick_s, self._after_input)
@@ -148,6 +155,7 @@ class Runtime:
         self._ctl.spawn(ready.run(self._die), f"{self.id}-ready")
         self._ctl.spawn(self._clock.run(self._ctl), f"{self.id}-tick")
         self._ctl.spawn(self._applier.run(self.id, self._die), f"{self.id}-apply")
+        self._ctl.spawn(self._snapshotter.run(), f"{self.id}-durable-timer")
         log.info(
             "node %s started: term %d, commit %d, applied %d, members %s",
             self.id,
@@ -169,14 +177,21 @@ class Runtime:
         self._proposals = Proposals(self.core, self.metrics, self._ctl, self._not_leader)
         self._reads = Reads(self.id, self.core, self._ctl)
         self._received = ReceivedSnapshots(self.snapshots, self._snap_exec)
+        cfg = self.cfg
+        settings = DurableSettings(
+            cfg.durable_every_entries,
+            cfg.durable_every_ms,
+            cfg.sqlite_wal_limit_bytes,
+            cfg.sqlite_park_max_ms,
+            cfg.vacuum_threshold_bytes,
+        )
         self._snapshotter = Snapshotter(
             self.id,
-            self.cfg.snapshot_interval,
-            store=self.snapshots,
+            settings,
             sm=self.sm,
             storage=self.storage,
             wal=self.wal,
-            db_path=self.db_path,
+            durability=Durability(self.db_path),
             snap_exec=self._snap_exec,
             wal_exec=self._wal_exec,
             metrics=self.metrics,
@@ -189,6 +204,7 @@ class Runtime:
             db_path=self.db_path,
             snapshots_dir=self.snapshots.dir,
             apply_exec=self._apply_exec,
+            snap_exec=self._snap_exec,
             metrics=self.metrics,
             proposals=self._proposals,
             waiters=self._applied_waiters,
@@ -238,14 +254,18 @@ class Runtime:
             self._received.abort_all()
             self._applier.close_reader()
         loop = asyncio.get_running_loop()
+        if self._started:  # on its thread: after a round still running there
+            await loop.run_in_executor(self._snap_exec, self._snapshotter.durability.close)
         await loop.run_in_executor(self._apply_exec, self._close_stores)
-        await loop.run_in_executor(self._wal_exec, self.wal.close)
+        if hasattr(self, "wal"):
+            await loop.run_in_executor(self._wal_exec, self.wal.close)
         for ex in (self._wal_exec, self._apply_exec, self._snap_exec):
             ex.shutdown(wait=True)
 
     def _close_stores(self) -> None:
         try:
-            self.sm.close()
+            if hasattr(self, "sm"):  # not when recovery failed
+                self.sm.close()
         except Exception:  # pragma: no cover - best effort on shutdown
             log.exception("error while closing the state machine")
 

@@ -55,6 +55,7 @@ class Applier:
         db_path: Path,
         snapshots_dir: Path,
         apply_exec: ThreadPoolExecutor,
+        snap_exec: ThreadPoolExecutor,
         metrics: NodeMetrics,
         proposals: Proposals,
         waiters: AppliedWaiters,
@@ -67,6 +68,7 @@ class Applier:
         self._db_path = db_path
         self._snapshots_dir = snapshots_dir
         self._apply_exec = apply_exec
+        self._snap_exec = snap_exec
         self._metrics = metrics
         self._proposals = proposals
         self._waiters = waiters
@@ -95,6 +97,8 @@ class Applier:
         for start in range(0, len(entries), APPLY_SLICE):
             if start:
                 await asyncio.sleep(0)  # let heartbeats and requests through
+            if (park := self._snapshotter.gate()) is not None:
+                await park  # a bounded pause while the SQLite WAL is reset (§8)
             self._apply_slice(entries[start : start + APPLY_SLICE], conf_states)
 
     def _apply_slice(self, entries: list[Entry], conf_states: dict[int, ConfState]) -> None:
@@ -122,17 +126,24 @@ class Applier:
             self._state.reader = None
 
     async def _install_snapshot(self, snap: Snapshot) -> None:
-        """Replace the state with a snapshot received from the leader."""
+        """Replace the state with a snapshot received from the leader; the received file is
+        renamed into place (or, from an older release, copied and then deleted)."""
         loop = asyncio.get_running_loop()
         path = self._snapshots_dir / snapshot_name(snap.data)
-        self.close_reader()
-        try:
-            await loop.run_in_executor(self._apply_exec, self._sm.restore, path)
-        finally:
-            self._state.reader = Reader(self._db_path)
+        async with self._snapshotter.lock:  # no durability round on the old file meanwhile
+            await loop.run_in_executor(self._snap_exec, self._snapshotter.durability.close)
+            self.close_reader()
+            try:
+                await loop.run_in_executor(self._apply_exec, self._restore, path)
+            finally:
+                self._state.reader = Reader(self._db_path)
         self._state.index = snap.meta.index
         self._metrics.snapshots_installed.inc()
         self._proposals.replaced_through(snap.meta.index)
         self._waiters.wake(snap.meta.index)
         self._notify([], [])
         log.info("installed snapshot at %d (term %d)", snap.meta.index, snap.meta.term)
+
+    def _restore(self, path: Path) -> None:
+        self._sm.restore(path)
+        path.unlink(missing_ok=True)  # nothing of it stays at rest

@@ -20,7 +20,7 @@ from confman.node.metrics import NodeMetrics
 from confman.node.runtime_apply import ApplyItem
 from confman.node.runtime_common import Control
 from confman.node.runtime_requests import Proposals, Reads
-from confman.node.runtime_snapshots import ReceivedSnapshots, Snapshotter
+from confman.node.runtime_snapshots import LIVE_REF, ReceivedSnapshots, Snapshotter
 from confman.node.storage.wal import WAL
 from confman.node.transport import PeerTransport
 from confman.raft.confchange import decode_conf_change
@@ -256,7 +256,9 @@ class ReadyLoop:
                     await loop.run_in_executor(
                         self._wal_exec, self._wal.save_snapshot_marker, meta.index, meta.term
                     )
-                    self._storage.apply_snapshot(snap)
+                    # The log's base is the live database from now on: the file is
+                    # installed (and gone) before any entry after it is applied.
+                    self._storage.apply_snapshot(Snapshot(meta, LIVE_REF))
                     self._snapshotter.last_index = meta.index
                 case HandOutSnapshot():
                     assert snap is not None

@@ -1,7 +1,8 @@
 """Recovery at start: open the snapshot store and the state database, restore a snapshot
-newer than the database, replay the WAL into the core's log storage (making the WAL agree
-with a snapshot it did not record yet), bootstrap a new cluster, check that database and log
-belong together, and build the Raft core. Runs on a worker thread before the node starts."""
+file newer than the database (then delete every snapshot file), replay the WAL into the
+core's log storage (making the WAL agree with a snapshot it did not record yet), bootstrap
+a new cluster, check that database and log belong together (docs/storage.md §6.4), and
+build the Raft core. Runs on a worker thread before the node starts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confman.node.config import Member, NodeConfig
-from confman.node.runtime_snapshots import snapshot_ref
+from confman.node.runtime_snapshots import LIVE_REF
 from confman.node.state.machine import StateMachine
 from confman.node.storage.snapshots import SnapshotStore
 from confman.node.storage.wal import WAL
@@ -20,7 +21,7 @@ from confman.raft.bootstrap import bootstrap_entries
 from confman.raft.config import Config
 from confman.raft.node import RawNode
 from confman.raft.storage import MemoryStorage
-from confman.raft.types import ConfState, HardState, Snapshot
+from confman.raft.types import ConfState, HardState, Snapshot, SnapshotMeta
 
 log = logging.getLogger("confman.node")
 
@@ -41,40 +42,53 @@ class Recovered:
 
 
 def recover(cfg: NodeConfig, members: Mapping[str, Member], data_dir: Path) -> Recovered:
-    """Open SQLite, restore a newer snapshot, open and replay the WAL (worker thread)."""
+    """Open SQLite, restore a newer snapshot file, open and replay the WAL (worker thread).
+
+    The state database at applied index ``S`` and the WAL's marker ``M`` (docs/storage.md
+    §6.4): ``S >= M`` is the normal case (entries ``M+1..S`` are applied already);
+    ``S < M`` means the database lost synced data and is refused. A snapshot file is only
+    needed while the database is behind it: one received but not installed when the node
+    stopped, or one an older release took. It is installed, then every file is deleted.
+    """
     snapshots = SnapshotStore(data_dir / "snapshots", cfg.snapshot_retain)
     sm = StateMachine(data_dir / "state.db")
     latest = snapshots.latest()
+    restored = None
     if latest is not None and latest.index > sm.applied_index:
         log.info("restoring snapshot at %d (state was at %d)", latest.index, sm.applied_index)
         sm.restore(latest.path)
+        restored = latest
+    for old in snapshots.snapshots():  # the database is at or past every one of them now
+        old.path.unlink(missing_ok=True)
     wal = WAL.open(data_dir / "wal")
     ws = wal.replay()
     storage = MemoryStorage()
     entries = ws.entries
     hard_state = ws.hard_state
-    last_snap_index = 0
-    base = None
-    if ws.snapshot_index:
-        base = next((s for s in snapshots.snapshots() if s.index == ws.snapshot_index), None)
-        if base is None:
-            raise RuntimeError(
-                f"WAL refers to a snapshot at {ws.snapshot_index} that is not in {snapshots.dir}"
-            )
-    if latest is not None and latest.index > ws.snapshot_index:
-        # A snapshot was kept (taken, or received and installed) but the node stopped
-        # before the WAL recorded it: make the WAL agree, as the marker would have.
-        if any(e.index == latest.index and e.term == latest.term for e in entries):
-            entries = [e for e in entries if e.index > latest.index]
+    marker = (ws.snapshot_index, ws.snapshot_term)
+    if restored is not None and restored.index > marker[0]:
+        # A snapshot was kept (received, or taken by an older release) but the node
+        # stopped before the WAL recorded it: make the WAL agree, as the marker would have.
+        if any(e.index == restored.index and e.term == restored.term for e in entries):
+            entries = [e for e in entries if e.index > restored.index]
         else:
             entries = []
-        wal.save_snapshot_marker(latest.index, latest.term)
-        base = latest
-    if base is not None:
-        storage.apply_snapshot(Snapshot(base.meta, snapshot_ref(base.path.name)))
-        last_snap_index = base.index
-        if hard_state.commit < base.index:
-            hard_state = HardState(hard_state.term, hard_state.vote, base.index)
+        wal.save_snapshot_marker(restored.index, restored.term)
+        marker = (restored.index, restored.term)
+    applied = sm.applied_index
+    if applied < marker[0]:
+        raise RuntimeError(
+            f"state database at {applied} is older than the durable index {marker[0]} "
+            "recorded in the Raft WAL: the state database lost synced data (or was "
+            "replaced), and no snapshot file covers it"
+        )
+    last_snap_index = marker[0]
+    if marker[0]:
+        # The log starts after M; the state there is the live database (at S >= M).
+        meta = SnapshotMeta(marker[0], marker[1], sm.conf_state())
+        storage.apply_snapshot(Snapshot(meta, LIVE_REF))
+        if hard_state.commit < marker[0]:
+            hard_state = HardState(hard_state.term, hard_state.vote, marker[0])
     if entries:
         storage.append(entries)
     storage.set_hard_state(hard_state)
@@ -88,11 +102,6 @@ def recover(cfg: NodeConfig, members: Mapping[str, Member], data_dir: Path) -> R
         raise RuntimeError(
             f"state database applied {sm.applied_index} but the WAL ends at "
             f"{storage.last_index()}: the WAL was lost or belongs to another node"
-        )
-    if sm.applied_index < storage.first_index() - 1:
-        raise RuntimeError(
-            f"state database at {sm.applied_index} is older than the snapshot at "
-            f"{storage.first_index() - 1} and no snapshot file covers it"
         )
     if storage.hard_state.commit < sm.applied_index:
         hs = storage.hard_state

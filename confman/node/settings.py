@@ -176,11 +176,75 @@ class NodeConfig:
     )
     snapshot_interval: int = field(
         default=10_000,
-        metadata=toml("raft.snapshot_interval", INT, "applied entries between snapshots", POSITIVE),
+        metadata=toml(
+            "raft.snapshot_interval",
+            INT,
+            "unused since storage format 2 (the log is released by storage.durable_every_*)",
+            POSITIVE,
+        ),
     )
     snapshot_retain: int = field(
         default=3,
-        metadata=toml("raft.snapshot_retain", INT, "snapshots kept on disk", POSITIVE),
+        metadata=toml(
+            "raft.snapshot_retain",
+            INT,
+            "received snapshot files kept until installed (none stay after install)",
+            POSITIVE,
+        ),
+    )
+    snapshot_rate_bytes_s: int = field(
+        default=32 << 20,
+        metadata=toml(
+            "raft.snapshot_rate_bytes_s",
+            INT,
+            "pace of a snapshot streamed to a peer, bytes per second (0: unlimited)",
+            NON_NEGATIVE,
+        ),
+    )
+    durable_every_entries: int = field(
+        default=1000,
+        metadata=toml(
+            "storage.durable_every_entries",
+            INT,
+            "applied entries between two fsyncs of the state database (and log releases)",
+            POSITIVE,
+        ),
+    )
+    durable_every_ms: int = field(
+        default=500,
+        metadata=toml(
+            "storage.durable_every_ms",
+            INT,
+            "at most this long between an applied entry and the state's fsync",
+            POSITIVE,
+        ),
+    )
+    sqlite_wal_limit_bytes: int = field(
+        default=16 << 20,
+        metadata=toml(
+            "storage.wal_limit_bytes",
+            INT,
+            "above this the SQLite WAL is reset while apply is briefly parked",
+            POSITIVE,
+        ),
+    )
+    sqlite_park_max_ms: int = field(
+        default=20,
+        metadata=toml(
+            "storage.park_max_ms",
+            INT,
+            "longest pause of apply while the SQLite WAL is reset",
+            POSITIVE,
+        ),
+    )
+    vacuum_threshold_bytes: int = field(
+        default=64 << 20,
+        metadata=toml(
+            "storage.vacuum_threshold_bytes",
+            INT,
+            "free pages above this are returned to the file system between apply slices",
+            POSITIVE,
+        ),
     )
     raft_tls: PeerTLS | None = field(
         default=None, metadata=toml("raft.tls", HAND, "mutual TLS between the nodes")
@@ -370,7 +434,7 @@ def _collect() -> tuple[Setting, ...]:
 #: Every setting, in NodeConfig's order.
 SETTINGS: Final = _collect()
 #: The sections a file may hold, besides the top level.
-SECTIONS: Final = ("http", "history", "watch", "raft", "log")
+SECTIONS: Final = ("http", "history", "watch", "raft", "storage", "log")
 
 
 # ---------------------------------------------------------------------------------- nested

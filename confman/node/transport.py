@@ -41,7 +41,7 @@ from confman.node.peer_inbound import Inbound
 from confman.node.peer_link import Addr, LinkContext, SnapshotSink
 from confman.node.peer_outbound import Outbound, dial
 from confman.node.peer_queue import Outbox, PeerQueue
-from confman.node.peer_snapshot import SNAPSHOT_CHUNK, SnapshotSender
+from confman.node.peer_snapshot import SNAPSHOT_CHUNK, SnapshotSender, SnapshotSource
 from confman.node.peer_tls import PeerTLSContexts, observe_handshakes
 from confman.raft.types import Message, MessageType
 
@@ -59,7 +59,8 @@ class PeerTransport:
     ``max_frame_bytes`` must be the same on every node. ``tls``: mutual TLS on every link.
     ``on_refused(reason)`` is called for each refused connection. Optional: ``connect_timeout``
     (dial plus handshake), ``handshake_timeout`` (inbound), ``snapshot_timeout`` (longest
-    stall of a snapshot stream, and the wait for the receiver's verdict), ``backoff``
+    stall of a snapshot stream, and the wait for the receiver's verdict),
+    ``snapshot_rate_bytes_s`` (pace of an outbound snapshot stream, 0: unlimited), ``backoff``
     (first and largest reconnect delay, jittered), ``rng`` for the jitter.
     """
 
@@ -71,7 +72,7 @@ class PeerTransport:
         peers: Mapping[str, tuple[str, int]],
         on_message: Callable[[Message], None],
         on_unreachable: Callable[[str], None],
-        snapshot_file: Callable[[Message], str | None],
+        snapshot_source: Callable[[Message], SnapshotSource | None],
         open_snapshot_sink: Callable[[Message, int], SnapshotSink],
         on_snapshot_status: Callable[[str, bool], None],
         max_frame_bytes: int = 64 << 20,
@@ -80,6 +81,7 @@ class PeerTransport:
         connect_timeout: float = 2.0,
         handshake_timeout: float = 5.0,
         snapshot_timeout: float = 30.0,
+        snapshot_rate_bytes_s: int = 0,
         backoff: tuple[float, float] = (0.01, 1.0),
         rng: random.Random | None = None,
         tls: PeerTLSContexts | None = None,
@@ -127,7 +129,11 @@ class PeerTransport:
             rng or random.Random(),
         )
         self._snapshots = SnapshotSender(
-            snapshot_file, self._dial, self._report_snapshot_status, snapshot_timeout
+            snapshot_source,
+            self._dial,
+            self._report_snapshot_status,
+            snapshot_timeout,
+            snapshot_rate_bytes_s,
         )
         self._inbound_raft: dict[str, Inbound] = {}
         self._inbound_snap: dict[str, Inbound] = {}

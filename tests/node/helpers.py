@@ -15,6 +15,7 @@ import uvloop
 
 from confman.node import framing
 from confman.node.codec import encode_message
+from confman.node.peer_snapshot import FileSource
 from confman.node.transport import PeerTransport
 from confman.raft.types import Entry, Message, MessageType, Snapshot, SnapshotMeta
 
@@ -131,11 +132,14 @@ class Node:
             {},
             self._on_message,
             self.unreachable.append,
-            lambda _m: self.snapshot_path,
+            self._snapshot_source,
             self._open_sink,
             lambda peer, ok: self.snap_status.append((peer, ok)),
             **kw,
         )
+
+    def _snapshot_source(self, msg: Message) -> FileSource | None:
+        return None if self.snapshot_path is None else FileSource(self.snapshot_path, msg)
 
     def _on_message(self, msg: Message) -> None:
         self.inbox.append(msg)

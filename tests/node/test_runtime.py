@@ -13,6 +13,7 @@ import pytest
 from confman.node.config import Member, NodeConfig
 from confman.node.errors import NotLeader
 from confman.node.runtime import Runtime
+from confman.node.runtime_snapshots import LIVE_REF
 from confman.node.state.commands import (
     DeleteConfig,
     PutConfig,
@@ -109,24 +110,33 @@ def test_restart_ten_times_changes_nothing(tmp_path: Path) -> None:
     _run(main)
 
 
-def test_snapshots_compact_the_wal_and_recovery_uses_them(tmp_path: Path) -> None:
+def test_log_is_released_against_the_live_database_with_nothing_copied(tmp_path: Path) -> None:
+    """docs/storage.md §6: the WAL's marker follows the durable applied index, the core's
+    snapshot is the live database, no snapshot file is written; a restart resumes from the
+    database; a database that lost what the marker says was durable is refused."""
+
     async def main() -> None:
-        cfg = _config(tmp_path, snapshot_interval=10)
+        cfg = _config(tmp_path, durable_every_entries=10, durable_every_ms=20)
         rt = await _started(cfg)
         await _workload(rt)
-        await _until(lambda: rt.snapshots.latest() is not None)
-        # The WAL records the snapshot and drops what it covers (it may trail the core).
+        await _until(lambda: rt.wal.snapshot_index >= rt.applied_index - 1)
         await _until(lambda: 0 < rt.wal.snapshot_index == rt.storage.snapshot().meta.index)
+        assert rt.storage.snapshot().data == LIVE_REF
+        assert not list((cfg.data_dir / "snapshots").iterdir()), "a snapshot file at rest"
         before = _snapshot_of_state(rt)
-        applied = rt.applied_index
+        applied, marker = rt.applied_index, rt.wal.snapshot_index
         await rt.stop()
-        # Lose the state database: the node rebuilds from the snapshot plus the WAL tail.
+        rt = await _started(cfg)
+        assert rt.storage.first_index() == marker + 1  # the log starts after the marker
+        await _until(lambda: rt.applied_index >= applied + 1)  # + the new term's no-op
+        assert _snapshot_of_state(rt)[1:] == before[1:]
+        await rt.stop()
+        # Lose the state database: nothing else holds the entries the WAL released.
         for f in (cfg.data_dir).glob("state.db*"):
             f.unlink()
-        rt = await _started(cfg)
-        await _until(lambda: rt.applied_index >= applied + 1)  # + the new term's no-op
-        # Equal data and history (the digest differs only by the new term's no-op entry).
-        assert _snapshot_of_state(rt)[1:] == before[1:]
+        rt = Runtime(cfg)
+        with pytest.raises(RuntimeError, match="older than the durable index"):
+            await rt.start()
         await rt.stop()
 
     _run(main)

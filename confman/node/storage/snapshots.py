@@ -1,6 +1,14 @@
 """Snapshot files: consistent copies of the state database at an applied index.
 
-A snapshot file is a header followed by the bytes of a SQLite database::
+Since storage format 2 a node keeps no snapshot of its own (its log is released against the
+live database, docs/storage.md §6); the files here are those received from a leader, kept
+until they are installed (install renames or copies them into place and they are gone),
+and those an older release left (ignored and deleted once the state database is past them).
+
+A received snapshot is a plain SQLite database, ``snapshot-<index>-<term>.db``, built from
+the leader's logical dump (``confman.node.state.dump``: CRCs, row counts and digest checked
+before it is kept). An older release's file, ``snapshot-<index>-<term>.snap``, is a header
+followed by the bytes of a SQLite database::
 
     magic b"CONFSNAP" | u16 format version | u32 header length | u32 CRC32C of header
     header: msgpack {"index", "term", "voters", "learners", "size", "crc32c"}
@@ -28,6 +36,8 @@ from typing import Any, BinaryIO
 import google_crc32c
 import msgpack
 
+from confman.node.state.dump import MAGIC as DUMP_MAGIC
+from confman.node.state.dump import DumpError, load_dump
 from confman.node.state.schema import SchemaError, read_meta
 from confman.node.storage.files import DIR_MODE, FILE_MODE, private_fd
 from confman.raft.types import ConfState, SnapshotMeta
@@ -39,7 +49,7 @@ _MAX_HEADER = 1 << 20
 _CHUNK = 1 << 20
 _SYNC_STEP = 8 << 20  # bytes written between two flushes of a large file
 _STEP_PAUSE_S = 0.005
-_NAME = re.compile(r"snapshot-(\d{20})-(\d{20})\.snap")
+_NAME = re.compile(r"snapshot-(\d{20})-(\d{20})\.(snap|db)")
 _TMP_PREFIX = ".tmp-"
 
 
@@ -176,9 +186,25 @@ def _read_header(path: Path, f: BinaryIO) -> tuple[SnapshotInfo, int]:
     return info, body_at
 
 
+def _database_info(p: Path) -> SnapshotInfo:
+    """A plain database file (a received snapshot): its meta row, read-only."""
+    try:
+        conn = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            meta = read_meta(conn)
+        finally:
+            conn.close()
+    except (SchemaError, sqlite3.DatabaseError) as exc:
+        raise SnapshotCorruptError(f"{p}: database unreadable: {exc}") from exc
+    size = p.stat().st_size
+    return SnapshotInfo(p, meta.applied_index, meta.applied_term, meta.conf_state, size, 0)
+
+
 def read_info(path: str | os.PathLike[str]) -> SnapshotInfo:
     """The header of a snapshot file, checked, without reading the database bytes."""
     p = Path(path)
+    if p.suffix == ".db":
+        return _database_info(p)
     with open(p, "rb") as f:
         return _read_header(p, f)[0]
 
@@ -186,6 +212,8 @@ def read_info(path: str | os.PathLike[str]) -> SnapshotInfo:
 def verify(path: str | os.PathLike[str]) -> SnapshotInfo:
     """Check a whole snapshot file; SnapshotCorruptError naming the file and the fault."""
     p = Path(path)
+    if p.suffix == ".db":
+        return _database_info(p)  # its rows were checked (CRCs, digest) when it was built
     with open(p, "rb") as f:
         info, _ = _read_header(p, f)
         crc, _ = _crc_of(f, info.size)
@@ -208,10 +236,18 @@ def install_snapshot(
 
     Every connection to ``db_path`` must be closed. The body is copied and checked in one
     pass, its meta row compared with the header, then SQLite's -wal/-shm of the old
-    database removed (after a checkpoint) and the copy renamed over it.
+    database removed (after a checkpoint) and the copy renamed over it. A received
+    snapshot (a plain ``.db`` database, fsynced when it was built) is renamed into place:
+    nothing is copied and the file is gone afterwards.
     """
     src = Path(snapshot_path)
     db = Path(db_path)
+    if src.suffix == ".db":
+        info = _database_info(src)
+        _retire_database(db)
+        os.replace(src, db)
+        _fsync_dir(db.parent)
+        return info
     staging = db.with_name(db.name + ".installing")
     try:
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
@@ -280,19 +316,44 @@ class SnapshotReceiver:
         self._file.write(chunk)
 
     def finish(self) -> SnapshotInfo:
-        """Verify what was received and keep it under its proper name."""
+        """Verify what was received and keep it under its proper name: a logical dump is
+        built into a database (the stream file is deleted), a snapshot file kept as is."""
         if self._file is None:
             raise RuntimeError("snapshot receiver is closed")
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+            with open(self._path, "rb") as f:
+                is_dump = f.read(len(DUMP_MAGIC)) == DUMP_MAGIC
+            if is_dump:
+                return self._build()
+            fd = os.open(self._path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             info = verify(self._path)
         except BaseException:
             self.abort()
             raise
         return self._store._keep(self._path, info)
+
+    def _build(self) -> SnapshotInfo:
+        """Load the received dump into a new database next to it, fsynced, then keep it."""
+        db = self._path.with_suffix(".db")
+        try:
+            with open(self._path, "rb") as f:
+                header = load_dump(f, db)
+        except DumpError as exc:
+            raise SnapshotCorruptError(f"received snapshot refused: {exc}") from exc
+        finally:
+            self._path.unlink(missing_ok=True)
+        size = db.stat().st_size
+        info = SnapshotInfo(db, header.index, header.term, header.conf_state, size, 0)
+        try:
+            return self._store._keep(db, info)
+        finally:
+            db.unlink(missing_ok=True)
 
     def abort(self) -> None:
         if self._file is not None:
@@ -378,7 +439,8 @@ class SnapshotStore:
 
     def _keep(self, tmp: Path, info: SnapshotInfo) -> SnapshotInfo:
         """Rename a complete, fsynced file to its final name and apply retention."""
-        final = self.dir / f"snapshot-{info.index:020d}-{info.term:020d}.snap"
+        suffix = ".db" if tmp.suffix == ".db" else ".snap"
+        final = self.dir / f"snapshot-{info.index:020d}-{info.term:020d}{suffix}"
         os.replace(tmp, final)
         _fsync_dir(self.dir)
         paths = self._paths()
