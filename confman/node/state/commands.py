@@ -11,18 +11,30 @@ written by an older release stay decodable. Format 1:
   trailing ``must_exist`` only when it is true, so older encodings stay byte-identical.
 
 Construction validates field types, so a leader cannot propose what a follower would reject.
+
+Encoding is msgspec's C encoder over the same positional lists (the bytes msgpack wrote before;
+``request_fingerprint`` hashes exactly those). Decoding goes through msgspec's typed decoder
+first: the ``_...V1`` Structs state the checks the classes' ``__post_init__`` and the format-1
+reader make (exact lengths, exact types, non-empty strings, non-negative ints), so what they
+accept the reader accepts with an equal value, and the commands are built from them without
+checking again. Anything they refuse goes to the format-1 reader (``_decode``), whose
+``CommandDecodeError`` text is what a rejected entry records in the replicated state: it is
+the same text on every node, whichever release decodes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgpack
+import msgspec
+
+from confman.node.codec import msgpack_plain
 
 #: The format version written by this release.
 FORMAT_VERSION = 1
@@ -194,10 +206,13 @@ def format_timestamp(moment: datetime) -> str:
 
 def timestamp_micros(timestamp: str) -> int:
     """Microseconds since the Unix epoch of a command timestamp; ValueError if malformed."""
+    return (_parse_timestamp(timestamp) - _EPOCH) // _ONE_MICRO
+
+
+def _parse_timestamp(timestamp: str) -> datetime:
     if not isinstance(timestamp, str) or not _TIMESTAMP_RE.fullmatch(timestamp):
         raise ValueError(f"timestamp must look like 2026-02-13T10:00:00.123456Z: {timestamp!r}")
-    moment = datetime.fromisoformat(timestamp)  # raises ValueError on e.g. month 13
-    return (moment - _EPOCH) // _ONE_MICRO
+    return datetime.fromisoformat(timestamp)  # raises ValueError on e.g. month 13
 
 
 # -- encoding ---------------------------------------------------------------------------
@@ -221,9 +236,12 @@ def _command_body(cmd: Command) -> list[Any]:
     raise TypeError(f"not a command: {type(cmd).__name__}")
 
 
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=msgpack_plain)
+
+
 def encode_request(req: Request) -> bytes:
     """The bytes of a log entry carrying ``req`` (current format version)."""
-    data: bytes = msgpack.packb(
+    return _ENCODER.encode(
         [
             FORMAT_VERSION,
             "r",
@@ -234,13 +252,11 @@ def encode_request(req: Request) -> bytes:
             _command_body(req.command),
         ]
     )
-    return data
 
 
 def encode_command(cmd: Command) -> bytes:
     """A bare command (without envelope) in the current format version."""
-    data: bytes = msgpack.packb([FORMAT_VERSION, "c", _command_body(cmd)])
-    return data
+    return _ENCODER.encode([FORMAT_VERSION, "c", _command_body(cmd)])
 
 
 def request_fingerprint(req: Request) -> bytes:
@@ -249,7 +265,7 @@ def request_fingerprint(req: Request) -> bytes:
     Stored with idempotency keys, so it must never change for a given request: it is
     computed over the format-1 body whatever format later releases write.
     """
-    return hashlib.sha256(msgpack.packb([req.actor, _command_body(req.command)])).digest()
+    return hashlib.sha256(_ENCODER.encode([req.actor, _command_body(req.command)])).digest()
 
 
 # -- decoding ---------------------------------------------------------------------------
@@ -304,17 +320,187 @@ def _decode(data: bytes) -> Command | Request:
         raise CommandDecodeError(f"format {version}: {exc}") from exc
 
 
-def decode_request(data: bytes) -> Request:
-    """The request a log entry carries; CommandDecodeError if it is not one."""
+def _checked_request(data: bytes) -> Request:
     result = _decode(data)
     if not isinstance(result, Request):
         raise CommandDecodeError("payload is a bare command, not a request")
     return result
 
 
-def decode_command(data: bytes) -> Command:
-    """A bare command encoded by ``encode_command``; CommandDecodeError otherwise."""
+def _checked_command(data: bytes) -> Command:
     result = _decode(data)
     if isinstance(result, Request):
         raise CommandDecodeError("payload is a request, not a bare command")
     return result
+
+
+# -- the msgspec decoders: format 1 as types; what they refuse, the reader above explains ---
+
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_UInt = Annotated[int, msgspec.Meta(ge=0)]
+_Setter = Callable[[Any, Any], None]
+_new = object.__new__
+
+
+def _setters(cls: type[Any]) -> tuple[_Setter, ...]:
+    """The slot setters of the frozen dataclass ``cls``, in field order. The wire types build
+    the commands with them, skipping ``__post_init__``: they have checked the same things."""
+    return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))
+
+
+_PUT_NAMESPACE = _setters(PutNamespace)
+_DELETE_NAMESPACE = _setters(DeleteNamespace)
+_PUT_CONFIG = _setters(PutConfig)
+_DELETE_CONFIG = _setters(DeleteConfig)
+_COMPACT_HISTORY = _setters(CompactHistory)
+_BATCH = _setters(Batch)
+_REQUEST = _setters(Request)
+
+
+class _PutNamespaceV1(
+    msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=1, tag_field="kind"
+):
+    path: _NonEmpty
+    description: str | None
+    owner: str | None
+
+    def build(self) -> PutNamespace:
+        cmd = _new(PutNamespace)
+        path, description, owner = _PUT_NAMESPACE
+        path(cmd, self.path)
+        description(cmd, self.description)
+        owner(cmd, self.owner)
+        return cmd
+
+
+class _DeleteNamespaceV1(
+    msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=2, tag_field="kind"
+):
+    path: _NonEmpty
+
+    def build(self) -> DeleteNamespace:
+        cmd = _new(DeleteNamespace)
+        _DELETE_NAMESPACE[0](cmd, self.path)
+        return cmd
+
+
+class _PutConfigV1(
+    msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=3, tag_field="kind"
+):
+    namespace: _NonEmpty
+    key: _NonEmpty
+    value: str
+    type: _NonEmpty
+    expected_version: _UInt | None
+    create_only: bool
+    must_exist: bool = False  # written only when true
+
+    def build(self) -> PutConfig:
+        cmd = _new(PutConfig)
+        namespace, key, value, type_, expected_version, create_only, must_exist = _PUT_CONFIG
+        namespace(cmd, self.namespace)
+        key(cmd, self.key)
+        value(cmd, self.value)
+        type_(cmd, self.type)
+        expected_version(cmd, self.expected_version)
+        create_only(cmd, self.create_only)
+        must_exist(cmd, self.must_exist)
+        return cmd
+
+
+class _DeleteConfigV1(
+    msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=4, tag_field="kind"
+):
+    namespace: _NonEmpty
+    key: _NonEmpty
+    expected_version: _UInt | None
+    must_exist: bool = False  # written only when true
+
+    def build(self) -> DeleteConfig:
+        cmd = _new(DeleteConfig)
+        namespace, key, expected_version, must_exist = _DELETE_CONFIG
+        namespace(cmd, self.namespace)
+        key(cmd, self.key)
+        expected_version(cmd, self.expected_version)
+        must_exist(cmd, self.must_exist)
+        return cmd
+
+
+_SimpleV1 = _PutNamespaceV1 | _DeleteNamespaceV1 | _PutConfigV1 | _DeleteConfigV1
+
+
+class _BatchV1(
+    msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=5, tag_field="kind"
+):
+    commands: tuple[_SimpleV1, ...]  # a batch in a batch, or a compaction, is refused
+
+    def build(self) -> Batch:
+        cmd = _new(Batch)
+        _BATCH[0](cmd, tuple([c.build() for c in self.commands]))
+        return cmd
+
+
+class _CompactHistoryV1(
+    msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag=6, tag_field="kind"
+):
+    through: _UInt
+
+    def build(self) -> CompactHistory:
+        cmd = _new(CompactHistory)
+        _COMPACT_HISTORY[0](cmd, self.through)
+        return cmd
+
+
+_CommandV1 = _SimpleV1 | _BatchV1 | _CompactHistoryV1
+
+
+class _RequestV1(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    version: Literal[1]
+    kind: Literal["r"]
+    actor: _NonEmpty
+    timestamp: str  # checked by _parse_timestamp after decoding
+    idempotency_key: _NonEmpty | None
+    idempotency_ttl_s: _UInt
+    command: _CommandV1
+
+    def build(self) -> Request:
+        req = _new(Request)
+        command, actor, timestamp, idempotency_key, idempotency_ttl_s = _REQUEST
+        command(req, self.command.build())
+        actor(req, self.actor)
+        timestamp(req, self.timestamp)
+        idempotency_key(req, self.idempotency_key)
+        idempotency_ttl_s(req, self.idempotency_ttl_s)
+        return req
+
+
+class _BareCommandV1(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    version: Literal[1]
+    kind: Literal["c"]
+    command: _CommandV1
+
+
+_REQUEST_DECODER = msgspec.msgpack.Decoder(_RequestV1)
+_COMMAND_DECODER = msgspec.msgpack.Decoder(_BareCommandV1)
+#: What the msgspec decoders raise on bytes they refuse (UnicodeDecodeError and the timestamp
+#: check are ValueErrors; TypeError when given something that is not a buffer).
+_FAST_REFUSALS = (msgspec.DecodeError, ValueError, TypeError)
+
+
+def decode_request(data: bytes) -> Request:
+    """The request a log entry carries; CommandDecodeError if it is not one."""
+    try:
+        wire = _REQUEST_DECODER.decode(data)
+        _parse_timestamp(wire.timestamp)
+    except _FAST_REFUSALS:
+        return _checked_request(data)
+    return wire.build()
+
+
+def decode_command(data: bytes) -> Command:
+    """A bare command encoded by ``encode_command``; CommandDecodeError otherwise."""
+    try:
+        wire = _COMMAND_DECODER.decode(data)
+    except _FAST_REFUSALS:
+        return _checked_command(data)
+    return wire.command.build()

@@ -1,0 +1,1 @@
+"""Reference implementations that shipped code is compared with (tests and benchmarks)."""
