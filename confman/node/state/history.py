@@ -25,10 +25,11 @@ from confman.node.state.machine_results import (
     result_vids,
     unpack_result,
 )
+from confman.node.state.retention import RetentionApply
 from confman.node.state.schema import ENTRY_COLUMNS, ENTRY_JOIN, entry_dict, first_event_after
 
 
-class HistoryApply:
+class HistoryApply(RetentionApply):
     """Writes the batch's buffered events, renders versions, compacts history."""
 
     #: Event rows of the batch being applied, not yet inserted.

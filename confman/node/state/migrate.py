@@ -7,8 +7,9 @@ versions and events (docs/storage.md §10):
 - every audit row becomes an event with the same id (``idx``, ``seq``) and, for
   configuration changes, a version (its new value; a tombstone for a delete);
 - when a key's oldest retained row has an ``old_value`` whose version was compacted away,
-  that value becomes a version of its own (a synthetic id in the upper half of the row's
-  sequence space), so the event still renders its ``oldValue``;
+  that value becomes a version of its own (a synthetic id ordered just before the row's
+  log entry, so version order stays log order), so the event still renders its
+  ``oldValue``;
 - an entry whose current value has no retained audit row gets a synthetic version at its
   ``mod_index``;
 - namespaces, idempotency rows (format-1 result blobs, still decoded), rejected entries,
@@ -66,8 +67,8 @@ _V1_COLUMNS = {
         "version",
     ],
 }
-#: Synthetic version ids use sequence numbers from here up (format 1 entries never had
-#: this many events).
+#: Synthetic version ids use the sequence numbers from here up (of the entry before the
+#: one they precede); format-1 entries must have had fewer events.
 _SYNTHETIC = SEQ_LIMIT // 2
 
 
@@ -116,7 +117,7 @@ class _Rebuild:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self.synthetic: dict[int, int] = {}  # log index -> next synthetic sequence number
+        self.synthetic: dict[int, int] = {}  # log index -> synthetic ids given out
         #: key id -> (vid, version, value) of its newest version, None once deleted
         self.current: dict[int, tuple[int, int, str] | None] = {}
 
@@ -166,9 +167,12 @@ class _Rebuild:
             raise SchemaError(f"migration from schema 1 lost rows: {counts} (live {live})")
 
     def _synthetic_vid(self, index: int) -> int:
-        seq = self.synthetic.get(index, _SYNTHETIC)
-        self.synthetic[index] = seq + 1
-        return event_id(index, seq)
+        """An id for a value that has no audit row of its own, ordered just before every
+        event of log entry ``index``: from the top of entry ``index - 1``'s sequence space
+        down (its real events stay below ``_SYNTHETIC``)."""
+        n = self.synthetic.get(index, 0)
+        self.synthetic[index] = n + 1
+        return event_id(index - 1, SEQ_LIMIT - 1 - n)
 
     def _version(self, vid: int, key_id: int, version: int, value: str | None, *rest: Any) -> None:
         self.conn.execute(
