@@ -21,6 +21,7 @@ from confman.node.state.commands import (
     Request,
     format_timestamp,
 )
+from confman.node.storage.snapshots import SnapshotStore
 from confman.node.storage.wal import WALCorruptError
 
 
@@ -137,6 +138,35 @@ def test_log_is_released_against_the_live_database_with_nothing_copied(tmp_path:
         rt = Runtime(cfg)
         with pytest.raises(RuntimeError, match="older than the durable index"):
             await rt.start()
+        await rt.stop()
+
+    _run(main)
+
+
+def test_snapshot_files_of_an_older_release_are_used_only_when_ahead(tmp_path: Path) -> None:
+    """A data directory with snapshots/ files (format 1): deleted at start when the state
+    database is at or past them; restored when the database is behind (here: lost)."""
+
+    async def main() -> None:
+        cfg = _config(tmp_path, durable_every_entries=10, durable_every_ms=20)
+        rt = await _started(cfg)
+        await _workload(rt)
+        await _until(lambda: rt.wal.snapshot_index >= rt.applied_index - 1)
+        before = _snapshot_of_state(rt)
+        applied = rt.applied_index
+        await rt.stop()
+        store = SnapshotStore(cfg.data_dir / "snapshots")
+        old = store.create(cfg.data_dir / "state.db")  # what the older release kept
+        assert old.index == applied and old.path.suffix == ".snap"
+        rt = await _started(cfg)  # the database is at the file: it is deleted
+        assert not old.path.exists()
+        await rt.stop()
+        old = store.create(cfg.data_dir / "state.db")
+        for f in (cfg.data_dir).glob("state.db*"):
+            f.unlink()
+        rt = await _started(cfg)  # the database is behind the file: restored from it
+        assert rt.sm.applied_index >= old.index and not old.path.exists()
+        assert _snapshot_of_state(rt)[2] == before[2]
         await rt.stop()
 
     _run(main)

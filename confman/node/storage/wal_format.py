@@ -30,7 +30,9 @@ import google_crc32c
 from confman.raft.types import EMPTY_HARD_STATE, Entry, HardState
 
 FORMAT_VERSION = 1
-DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+#: 16 MiB: a segment is deleted only when all of it is below the release point, so the
+#: Raft WAL holds at most ~2 segments in steady state (docs/storage.md §1).
+DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 MAGIC = b"CONFWAL\n"
 
 HEADER = struct.Struct("<8sIQQ8sI")
