@@ -56,9 +56,12 @@ def snapshot_ref(name: str) -> bytes:
 
 
 def snapshot_name(data: bytes) -> str:
-    """The file name in a ``snapshot_ref``."""
-    version, name = msgpack.unpackb(data)
-    if version != 1 or "/" in name or name.startswith("."):
+    """The file name in a ``snapshot_ref`` (ValueError: not one)."""
+    try:
+        version, name = msgpack.unpackb(data)
+    except Exception as exc:
+        raise ValueError(f"bad snapshot reference {data!r}") from exc
+    if version != 1 or not isinstance(name, str) or "/" in name or name.startswith("."):
         raise ValueError(f"bad snapshot reference {data!r}")
     return str(name)
 

@@ -15,7 +15,7 @@ import uvloop
 
 from confman.node import framing
 from confman.node.codec import encode_message
-from confman.node.peer_snapshot import FileSource
+from confman.node.peer_snapshot import FileSource, SnapshotSource
 from confman.node.transport import PeerTransport
 from confman.raft.types import Entry, Message, MessageType, Snapshot, SnapshotMeta
 
@@ -122,6 +122,8 @@ class Node:
         self.snap_status: list[tuple[str, bool]] = []
         self.sinks: list[FileSink] = []
         self.snapshot_path: str | None = None
+        #: Replaces the file source when set (a stream produced as it is sent).
+        self.snapshot_source: Callable[[Message], SnapshotSource | None] | None = None
         self.sink_dir: Path | None = None
         self.sink_fail: str | None = None
         self.on_message_hook: Callable[[Message], None] | None = None
@@ -138,7 +140,9 @@ class Node:
             **kw,
         )
 
-    def _snapshot_source(self, msg: Message) -> FileSource | None:
+    def _snapshot_source(self, msg: Message) -> SnapshotSource | None:
+        if self.snapshot_source is not None:
+            return self.snapshot_source(msg)
         return None if self.snapshot_path is None else FileSource(self.snapshot_path, msg)
 
     def _on_message(self, msg: Message) -> None:

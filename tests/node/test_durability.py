@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from confman.node.runtime_common import Control
 from confman.node.runtime_snapshots import LIVE_REF, DurableSettings, Snapshotter, release_log
 from confman.node.state.commands import PutConfig, PutNamespace, Request, encode_request
 from confman.node.state.commands import format_timestamp as fmt
-from confman.node.state.durability import Durability, DurablePoint
+from confman.node.state.durability import Durability, DurablePoint, Park
 from confman.node.state.machine import StateMachine
 from confman.node.storage.faultfs import FaultFS, SimulatedCrash
 from confman.node.storage.wal import WAL
@@ -253,3 +254,50 @@ def test_power_loss_at_every_wal_operation_keeps_the_log_continuable(tmp_path: P
             assert last >= max(synced, default=0), (k, seed, last, synced)
             if ws.entries:
                 assert ws.entries[0].index == m + 1
+
+
+def test_park_rules_truncate_and_give_up_exclude_each_other() -> None:
+    p = Park()
+    assert p.give_up() and not p.enter_truncate()  # timed out first: no TRUNCATE
+    p = Park()
+    assert p.enter_truncate() and not p.give_up()  # TRUNCATE started: apply waits for it
+
+
+class _SlowTail(Durability):
+    """The tail's PASSIVE (the round's second) takes 300 ms."""
+
+    passives = 0
+
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        if mode == "PASSIVE":
+            self.passives += 1
+            if self.passives == 2:
+                time.sleep(0.3)
+        return super().checkpoint(mode)
+
+
+def test_park_is_bounded_when_the_tail_checkpoint_is_slow(fixture: _Fixture) -> None:
+    f = fixture
+    f.apply(1, 300)
+    s = f.snapshotter
+    slow = _SlowTail(f.sm.db_path)
+    s.durability = slow
+    s._settings = DurableSettings(wal_limit_bytes=1, park_max_ms=20)  # type: ignore[misc]
+
+    async def main() -> float:
+        task = asyncio.create_task(s.round())
+        while s.gate() is None and not task.done():
+            await asyncio.sleep(0)
+        gate = s.gate()
+        assert gate is not None
+        t0 = time.monotonic()
+        await gate
+        waited = time.monotonic() - t0
+        await task
+        return waited
+
+    waited = asyncio.run(main())
+    assert waited < 0.2, f"apply was parked for {waited:.3f} s (bound 20 ms)"
+    assert slow.passives == 2 and slow.last_tail in ("busy", "complete")  # no TRUNCATE
+    assert s.gate() is None
+    slow.close()
