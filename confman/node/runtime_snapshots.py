@@ -45,6 +45,8 @@ log = logging.getLogger("confman.node")
 CATCH_UP_ENTRIES = 5_000
 #: ``Snapshot.data`` of the live state database (a snapshot produced when it is sent).
 LIVE_REF: bytes = msgpack.packb([3, "live"])
+#: Applied entries between two looks at the SQLite WAL's size (a stat, on the loop).
+WAL_STAT_EVERY = 128
 #: Free pages returned per vacuum step (2 MiB of 8 KiB pages, ~4 ms).
 VACUUM_PAGES = 256
 
@@ -249,6 +251,7 @@ class Snapshotter:
         self.last_index = last_index
         self.lock = asyncio.Lock()
         self._since = 0  # entries applied since the last round started
+        self._since_stat = 0  # entries applied since the SQLite WAL's size was looked at
         self._running = False
         self._park: asyncio.Future[None] | None = None
         self._over_limit = 0  # rounds in a row that ended with the WAL above its limit
@@ -258,8 +261,15 @@ class Snapshotter:
     def after_apply(self, count: int, applied_index: int) -> None:
         """``count`` more entries were applied, through ``applied_index``."""
         self._since += count
+        self._since_stat += count
         if self._since >= self._settings.every_entries:
             self._start()
+        elif self._since_stat >= WAL_STAT_EVERY:
+            # Flat-out apply grows the SQLite WAL by several MiB per 1,000 entries: a round
+            # (which parks apply and resets it) as soon as it passes its limit. One stat().
+            self._since_stat = 0
+            if self.durability.wal_bytes() > self._settings.wal_limit_bytes // 2:
+                self._start()
 
     def _start(self) -> None:
         if self._running or self._ctl.stopping:
@@ -294,7 +304,9 @@ class Snapshotter:
         async with self.lock:
             point = await loop.run_in_executor(self._snap_exec, self.durability.round)
             await self._release(point)
-            if point.wal_bytes > self._settings.wal_limit_bytes:
+            # At half the limit: apply goes on while the round runs (the PASSIVE copies what
+            # was written so far), so the WAL's peak is that plus the writes meanwhile.
+            if point.wal_bytes > self._settings.wal_limit_bytes // 2:
                 self._over_limit += 1
                 await self._park_apply()
             else:
