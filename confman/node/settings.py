@@ -224,7 +224,7 @@ class NodeConfig:
         metadata=toml(
             "storage.wal_limit_bytes",
             INT,
-            "above this the SQLite WAL is reset while apply is briefly parked",
+            "bound of the SQLite WAL: past half of it, it is reset while apply is parked",
             POSITIVE,
         ),
     )
@@ -309,7 +309,7 @@ class NodeConfig:
         metadata=toml(
             "history.retention_entries",
             INT,
-            "keep the change history of the last N log indexes",
+            "keep only the change history of the last N log indexes (a hard cut; 0: off)",
             NON_NEGATIVE,
         ),
     )
@@ -318,7 +318,7 @@ class NodeConfig:
         metadata=toml(
             "history.retention_s",
             INT,
-            "keep the change history of the last N seconds",
+            "keep only the change history of the last N seconds (a hard cut; 0: off)",
             NON_NEGATIVE,
         ),
     )
@@ -329,6 +329,15 @@ class NodeConfig:
             INT,
             "how often the leader checks whether to compact the history",
             POSITIVE,
+        ),
+    )
+    history_prune: bool = field(
+        default=True,
+        metadata=toml(
+            "history.prune",
+            BOOL,
+            "the leader proposes pruning by the replicated retention policy, which keeps the"
+            " newest 100 versions of every key and everything younger than 7 days",
         ),
     )
     watch_max_subscribers: int = field(

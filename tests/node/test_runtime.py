@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from confman.node.state.commands import (
     Request,
     format_timestamp,
 )
+from confman.node.state.dump import Dump
 from confman.node.storage.snapshots import SnapshotStore
 from confman.node.storage.wal import WALCorruptError
 
@@ -166,6 +168,34 @@ def test_snapshot_files_of_an_older_release_are_used_only_when_ahead(tmp_path: P
             f.unlink()
         rt = await _started(cfg)  # the database is behind the file: restored from it
         assert rt.sm.applied_index >= old.index and not old.path.exists()
+        assert _snapshot_of_state(rt)[2] == before[2]
+        await rt.stop()
+
+    _run(main)
+
+
+def test_received_snapshot_not_yet_installed_is_installed_at_start(tmp_path: Path) -> None:
+    """The crash window of an install (docs/storage.md §12): the received database was kept
+    (and the marker written) but not yet renamed over state.db: recovery installs it."""
+
+    async def main() -> None:
+        cfg = _config(tmp_path, durable_every_entries=10, durable_every_ms=20)
+        rt = await _started(cfg)
+        await _workload(rt)
+        await _until(lambda: rt.wal.snapshot_index >= rt.applied_index - 1)
+        before = _snapshot_of_state(rt)
+        await rt.stop()
+        conn = sqlite3.connect(cfg.data_dir / "state.db", isolation_level=None)
+        dump = Dump(conn)
+        stream = b"".join(dump.records())
+        dump.close()
+        conn.close()
+        kept = SnapshotStore(cfg.data_dir / "snapshots").receive([stream])
+        assert kept.path.suffix == ".db"
+        for f in (cfg.data_dir).glob("state.db*"):
+            f.unlink()
+        rt = await _started(cfg)
+        assert rt.sm.applied_index >= kept.index and not kept.path.exists()
         assert _snapshot_of_state(rt)[2] == before[2]
         await rt.stop()
 
