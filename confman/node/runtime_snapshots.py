@@ -311,10 +311,11 @@ class Snapshotter:
                 await self._park_apply()
             else:
                 self._over_limit = 0
-        if point.freelist_bytes > self._settings.vacuum_threshold_bytes:
-            # On the loop, between two apply slices (none runs while this does).
-            freed = self._sm.vacuum_step(VACUUM_PAGES)
-            log.debug("vacuum step returned %d pages", freed)
+            if point.freelist_bytes > self._settings.vacuum_threshold_bytes:
+                # On the loop, between two apply slices (none runs while this does), and
+                # under the lock: no install closes the database meanwhile.
+                freed = self._sm.vacuum_step(VACUUM_PAGES)
+                log.debug("vacuum step returned %d pages", freed)
         return point
 
     async def _release(self, point: DurablePoint) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import time
@@ -301,3 +302,23 @@ def test_park_is_bounded_when_the_tail_checkpoint_is_slow(fixture: _Fixture) -> 
     assert slow.passives == 2 and slow.last_tail in ("busy", "complete")  # no TRUNCATE
     assert s.gate() is None
     slow.close()
+
+
+def test_round_returns_free_pages_when_the_freelist_is_large(
+    fixture: _Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = fixture
+    f.apply(1, 100)
+    calls: list[int] = []
+    monkeypatch.setattr(f.sm, "vacuum_step", lambda n: calls.append(n) or 0)
+    asyncio.run(f.snapshotter.round())
+    assert calls == []  # a small freelist: nothing to return
+    orig = f.snapshotter.durability.durable_point
+
+    def big_freelist() -> DurablePoint:
+        return dataclasses.replace(orig(), freelist_bytes=1 << 40)
+
+    monkeypatch.setattr(f.snapshotter.durability, "durable_point", big_freelist)
+    f.apply(101, 10)
+    asyncio.run(f.snapshotter.round())
+    assert calls == [256]
