@@ -46,3 +46,22 @@ def test_snapshot_rewritten_to_a_later_index_is_followed_by_replication() -> Non
     assert c.data("n3")[-1] == b"after"
     assert leader.prs["n3"].state == ProgressState.REPLICATE
     assert leader.prs["n3"].match == leader.log.last_index()
+
+
+def test_follower_already_past_the_rewritten_index_ignores_the_snapshot() -> None:
+    c, leader = _leader_compacted_past_n3(20, b"state@A")
+    c.deliver()
+    c.tick(8)
+    c.deliver()  # n3 caught up (by the snapshot at A, then the log)
+    n3 = c.nodes["n3"]
+    assert n3.commit_index == leader.commit_index
+    before = c.storage["n3"].snapshot()
+    b = leader.applied
+    snap = Snapshot(SnapshotMeta(b, c.storage["n1"].term(b), before.meta.conf_state), b"late")
+    n3.step(Message(MessageType.SNAPSHOT, to="n3", frm="n1", term=leader.term, snapshot=snap))
+    c.deliver()
+    assert c.storage["n3"].snapshot() == before  # commit >= B: nothing installed
+    leader.propose(b"after")
+    c.deliver()
+    assert c.data("n3")[-1] == b"after"
+    assert leader.prs["n3"].state == ProgressState.REPLICATE
