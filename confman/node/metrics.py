@@ -60,7 +60,12 @@ class NodeMetrics:
         self.batch_size = Histogram(
             "confman_proposal_batch_size", "Proposals per log append", buckets=_BATCH, registry=r
         )
-        self.snapshots = Counter("confman_snapshots", "Snapshots taken", registry=r)
+        self.snapshots = Counter(
+            "confman_snapshots",
+            "Raft log releases against the durable state database (the live database is the"
+            " snapshot; no file is written; the name is kept for dashboards)",
+            registry=r,
+        )
         self.snapshots_installed = Counter(
             "confman_snapshots_installed", "Snapshots received and installed", registry=r
         )
