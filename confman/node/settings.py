@@ -309,7 +309,7 @@ class NodeConfig:
         metadata=toml(
             "history.retention_entries",
             INT,
-            "keep only the change history of the last N log indexes (a hard cut; 0: off)",
+            "keep only the change history of the last N log indexes (a hard cut)",
             NON_NEGATIVE,
         ),
     )
@@ -318,7 +318,7 @@ class NodeConfig:
         metadata=toml(
             "history.retention_s",
             INT,
-            "keep only the change history of the last N seconds (a hard cut; 0: off)",
+            "keep only the change history of the last N seconds (a hard cut)",
             NON_NEGATIVE,
         ),
     )

@@ -1,6 +1,9 @@
-"""History compaction in the state machine: ``CompactHistory(through)`` deletes every event
+"""History compaction in the state machine. ``CompactHistory(through)`` deletes every event
 of a log index up to ``through`` (never the entry's own or later ones) and the versions no
-one needs any more, then raises the floor below which watches answer 410.
+one needs any more, and raises the floor below which watches answer 410 (what it did in
+format 1); then it prunes what the replicated retention policy no longer keeps
+(``retention``), so a leader proposing ``CompactHistory(0)`` asks for pruning by policy
+alone.
 
 A version outlives its event while it is still needed: as a key's current value, or as
 the ``oldValue`` (``prev_vid``) of the key's oldest retained event. An idempotency result
@@ -34,6 +37,8 @@ class HistoryApply(RetentionApply):
 
     #: Event rows of the batch being applied, not yet inserted.
     _events: list[tuple[Any, ...]]
+    #: ``timestamp_micros`` of the request being applied.
+    _ts_us: int
 
     if TYPE_CHECKING:  # provided by StateMachine
 
@@ -55,14 +60,40 @@ class HistoryApply(RetentionApply):
         return entry_dict(row)
 
     def _compact_history(self, index: int, cmd: CompactHistory) -> ApplyResult:
-        """Delete events up to ``cmd.through`` (never this entry's own or later ones)."""
+        """Delete events up to ``cmd.through`` (never this entry's own or later ones), then
+        prune what the retention policy in the ``history`` row no longer keeps, at this
+        entry's time (``retention``)."""
         conn = self.conn
-        floor = conn.execute("SELECT compacted_through FROM history").fetchone()[0]
+        floor, keep, age_s, budget = conn.execute(
+            "SELECT compacted_through, keep_versions, keep_age_s, prune_budget FROM history"
+        ).fetchone()
         through = min(cmd.through, index - 1)
-        if through <= floor:
+        if through > floor:
+            self._truncate_history(through)
+        pruned = self._prune_history(index, self._ts_us, keep, age_s, budget)
+        if through > floor:
             return ApplyResult(
-                index, ApplyStatus.NOOP, f"history already compacted through {floor}"
+                index,
+                ApplyStatus.COMPACTED,
+                f"history compacted through {max(through, pruned.through)}",
+                {"compactedThrough": max(through, pruned.through)},
             )
+        if pruned.rows:
+            return ApplyResult(
+                index,
+                ApplyStatus.COMPACTED,
+                f"history pruned: {pruned.rows} rows" + (", more to prune" if pruned.more else ""),
+                {
+                    "compactedThrough": max(floor, pruned.through),
+                    "pruned": pruned.rows,
+                    "more": pruned.more,
+                },
+            )
+        return ApplyResult(index, ApplyStatus.NOOP, f"history already compacted through {floor}")
+
+    def _truncate_history(self, through: int) -> None:
+        """Delete every event of a log index up to ``through``; the floor becomes it."""
+        conn = self.conn
         self._flush_events()  # this batch's earlier events are history too
         limit = first_event_after(through)
         keys = [
@@ -86,12 +117,6 @@ class HistoryApply(RetentionApply):
                 [(k, k) for k in keys],
             )
         conn.execute("UPDATE history SET compacted_through = ? WHERE id = 0", (through,))
-        return ApplyResult(
-            index,
-            ApplyStatus.COMPACTED,
-            f"history compacted through {through}",
-            {"compactedThrough": through},
-        )
 
     def _unneeded_versions(self, key_id: int, limit: int) -> list[int]:
         """Versions of ``key_id`` older than event ``limit`` that nothing refers to now."""

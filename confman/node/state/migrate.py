@@ -13,7 +13,8 @@ versions and events (docs/storage.md §10):
 - an entry whose current value has no retained audit row gets a synthetic version at its
   ``mod_index``;
 - namespaces, idempotency rows (format-1 result blobs, still decoded), rejected entries,
-  the history floor and the meta row are kept as they are.
+  the history floor and the meta row are kept as they are; the retention policy starts
+  at its defaults.
 
 Format 1 did not record the type of a historic value; versions that are no longer
 current take their key's current type (or ``string``). No API response renders the type of
@@ -80,11 +81,16 @@ def migrate_from_v1(conn: sqlite3.Connection) -> None:
         _check_v1(conn)
         conn.execute("ALTER TABLE entries RENAME TO entries_v1")
         conn.execute("ALTER TABLE audit RENAME TO audit_v1")
+        conn.execute("ALTER TABLE history RENAME TO history_v1")
         conn.execute("DROP INDEX IF EXISTS audit_by_namespace")
         create_schema(conn)
         _Rebuild(conn).run()
-        conn.execute("DROP TABLE entries_v1")
-        conn.execute("DROP TABLE audit_v1")
+        conn.execute(
+            "UPDATE history SET compacted_through ="
+            " (SELECT coalesce(max(compacted_through), 0) FROM history_v1)"
+        )
+        for table in ("entries_v1", "audit_v1", "history_v1"):
+            conn.execute(f"DROP TABLE {table}")
         conn.execute("UPDATE meta SET schema_version = ?", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
     except BaseException:

@@ -182,6 +182,17 @@ class Reader:
         )
         return row.fetchone() is not None
 
+    def oldest_change_us(self) -> int | None:
+        """Timestamp (microseconds) of the oldest retained change; None when there is none."""
+        row = self._conn.execute("SELECT ts_us FROM events ORDER BY eid LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
+
+    def retention_policy(self) -> tuple[int, int]:
+        """The replicated retention policy: versions kept per key, and the age (seconds)
+        under which nothing is pruned."""
+        row = self._conn.execute("SELECT keep_versions, keep_age_s FROM history").fetchone()
+        return int(row[0]), int(row[1])
+
     def history_floor(self) -> int:
         """The log index through which the change history has been compacted (0: none)."""
         row = self._conn.execute("SELECT compacted_through FROM history").fetchone()

@@ -15,20 +15,32 @@ watches answer 410 (``history.compacted_through``) becomes the greatest log inde
 pruned event: a watch from ``since >= floor`` misses nothing, since nothing after the
 floor was pruned.
 
-Not wired to a command yet: it needs a command kind of its own (``PruneHistory``, see
-docs/storage.md §5.1), which ``commands.py`` does not have. ``CompactHistory`` keeps its
-format-1 meaning (``history``).
+The policy is the ``history`` row (``keep_versions``, ``keep_age_s``, ``prune_budget``;
+defaults 100, 7 days, 1,000 rows): replicated state, set when the database is created (no
+command changes it yet). Pruning runs at the end of every ``CompactHistory`` entry
+(``history``), the leader's compactor proposes ``CompactHistory(0)`` to prune by policy
+alone (``confman.api.compaction``).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from confman.node.state.machine_results import ApplyResult, ApplyStatus
 from confman.node.state.schema import SEQ_BITS
 
 _MICROS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one prune did: rows deleted, the greatest log index of a pruned event (0 if
+    none), and whether the budget stopped it before all the policy allows was pruned."""
+
+    rows: int
+    through: int
+    more: bool
 
 
 class RetentionApply:
@@ -45,7 +57,7 @@ class RetentionApply:
 
     def _prune_history(
         self, index: int, now_us: int, keep_versions: int, keep_age_s: int, budget: int
-    ) -> ApplyResult:
+    ) -> Pruned:
         """Prune up to about ``budget`` rows of history the policy no longer keeps."""
         if keep_versions < 1 or keep_age_s < 0 or budget < 1:
             raise ValueError("keep_versions and budget must be >= 1, keep_age_s >= 0")
@@ -62,13 +74,17 @@ class RetentionApply:
         deleted = conn.execute(
             "SELECT key_id FROM entries WHERE vid IS NULL ORDER BY key_id"
         ).fetchall()
+        more = False
         for (key_id,) in sorted(set(candidates) | set(deleted)):
-            if len(events) + len(versions) >= budget:
+            room = budget - len(events) - len(versions)
+            if room <= 0 or not self._prune_key(
+                key_id, keep_versions, cutoff, room, events, versions, gone_keys
+            ):
+                more = True
                 break
-            self._prune_key(key_id, keep_versions, cutoff, events, versions, gone_keys)
         self._prune_namespace_events(keep_versions, cutoff, events)
         if not events and not versions:
-            return ApplyResult(index, ApplyStatus.NOOP, "no history to prune")
+            return Pruned(0, 0, False)
         if versions:
             self._embed_results(set(versions))
         conn.executemany("DELETE FROM events WHERE eid = ?", [(e,) for e in events])
@@ -79,23 +95,20 @@ class RetentionApply:
             "UPDATE history SET compacted_through = max(compacted_through, ?) WHERE id = 0",
             (floor,),
         )
-        through = conn.execute("SELECT compacted_through FROM history").fetchone()[0]
-        return ApplyResult(
-            index,
-            ApplyStatus.COMPACTED,
-            f"pruned {len(events)} events and {len(versions)} versions",
-            {"compactedThrough": through},
-        )
+        return Pruned(len(events) + len(versions), floor, more)
 
     def _prune_key(
         self,
         key_id: int,
         keep_versions: int,
         cutoff: int,
+        room: int,
         events: list[int],
         versions: list[int],
         gone_keys: list[int],
-    ) -> None:
+    ) -> bool:
+        """Add what the policy lets go of ``key_id`` to the lists, at most about ``room``
+        rows; False when ``room`` cut it short."""
         conn = self.conn
         rows: list[tuple[Any, ...]] = conn.execute(
             "SELECT v.vid, v.ts_us, ev.eid IS NOT NULL FROM versions v"
@@ -103,19 +116,21 @@ class RetentionApply:
             (key_id,),
         ).fetchall()
         current = conn.execute("SELECT vid FROM entries WHERE key_id = ?", (key_id,)).fetchone()
+        limit = max(1, room // 2)  # a version and its event per step
         if current is not None and current[0] is None and rows and rows[-1][1] < cutoff:
-            # deleted long enough ago: the count no longer protects its history
-            events += [vid for vid, _, has_event in rows if has_event]
-            versions += [vid for vid, _, _ in rows]
-            gone_keys.append(key_id)
-            return
+            if len(rows) <= limit:  # deleted long enough ago: the count protects nothing
+                events += [vid for vid, _, has_event in rows if has_event]
+                versions += [vid for vid, _, _ in rows]
+                gone_keys.append(key_id)
+                return True
+            keep_versions = 1  # the rest of it goes first, the tombstone next time
         prefix = 0
         for _vid, ts_us, _ in rows[: max(0, len(rows) - keep_versions)]:
-            if ts_us >= cutoff:
+            if ts_us >= cutoff or prefix == limit:
                 break
             prefix += 1
         if prefix == 0:
-            return
+            return True
         pruned, kept = rows[:prefix], rows[prefix:]
         events += [vid for vid, _, has_event in pruned if has_event]
         keep_prev = conn.execute(
@@ -123,6 +138,7 @@ class RetentionApply:
         ).fetchone()
         carrier = keep_prev[0] if keep_prev is not None else None
         versions += [vid for vid, _, _ in pruned if vid != carrier]
+        return prefix < limit or len(rows) - prefix <= keep_versions
 
     def _prune_namespace_events(self, keep: int, cutoff: int, events: list[int]) -> None:
         conn = self.conn

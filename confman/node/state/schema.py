@@ -9,8 +9,9 @@ rowid order is log order. Timestamps are microseconds and actors and namespace p
 integers (``actors``, ``paths``: dictionaries whose rows are never deleted). Layout and
 rationale: docs/storage.md §3.
 
-``history.compacted_through`` is the log index up to which events have been deleted by
-``CompactHistory`` (the floor below which watches answer 410).
+``history.compacted_through`` is the log index up to which events may have been deleted
+(the floor below which watches answer 410); the rest of the ``history`` row is the
+replicated retention policy (``retention``).
 
 All tables with user values are rowid tables: WITHOUT ROWID b-trees keep only ~1 KB of a
 row in the page and spill the rest into overflow pages (measured: 1.6x the file size).
@@ -106,9 +107,19 @@ CREATE TABLE IF NOT EXISTS rejected (
 );
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY CHECK (id = 0),
-    compacted_through INTEGER NOT NULL
+    compacted_through INTEGER NOT NULL,
+    keep_versions INTEGER NOT NULL,
+    keep_age_s INTEGER NOT NULL,
+    prune_budget INTEGER NOT NULL
 );
 """
+
+#: The retention policy a new (or migrated) database starts with: history is pruned only
+#: beyond the newest ``keep_versions`` versions of a key **and** older than ``keep_age_s``,
+#: at most about ``prune_budget`` rows per log entry (``retention``).
+DEFAULT_KEEP_VERSIONS = 100
+DEFAULT_KEEP_AGE_S = 7 * 24 * 3600
+DEFAULT_PRUNE_BUDGET = 1000
 
 #: Every table with the columns that order it, for canonical dumps (and logical copies:
 #: inserting every table's rows in this order into a ``create_schema`` database gives a
@@ -174,7 +185,10 @@ def create_schema(conn: sqlite3.Connection) -> None:
         if statement.strip():
             conn.execute(statement)
     conn.execute("INSERT OR IGNORE INTO meta VALUES (0, ?, 0, 0, '[]', '[]')", (SCHEMA_VERSION,))
-    conn.execute("INSERT OR IGNORE INTO history VALUES (0, 0)")
+    conn.execute(
+        "INSERT OR IGNORE INTO history VALUES (0, 0, ?, ?, ?)",
+        (DEFAULT_KEEP_VERSIONS, DEFAULT_KEEP_AGE_S, DEFAULT_PRUNE_BUDGET),
+    )
 
 
 def stored_schema_version(conn: sqlite3.Connection) -> int | None:
