@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +126,35 @@ def test_install_into_a_missing_database(
     with StateMachine(tmp_path / "fresh.db") as fresh:
         assert fresh.state_digest() == machine.state_digest()
         assert fresh.applied_index == info.index
+
+
+def test_install_refuses_while_a_reader_keeps_the_old_wal_busy(
+    tmp_path: Path, live: tuple[StateMachine, Path], store: SnapshotStore, log: Log
+) -> None:
+    _, db = live
+    info = store.create(db)
+    target = tmp_path / "other.db"
+    other = StateMachine(target)
+    other.apply(log.entries[:3], log.conf_states)
+    # A connection that still reads an older state of the database (a reader left open by
+    # mistake) while more is written: the newer frames cannot all be folded in, so the WAL
+    # must not be deleted and the old database must keep every committed transaction.
+    reader = sqlite3.connect(target, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT * FROM meta").fetchall()
+        other.apply(log.entries[3:10], log.conf_states)
+        before = other.state_digest()
+        other.close()
+        with pytest.raises(RuntimeError, match="not replacing the database"):
+            install_snapshot(info.path, target)
+        assert Path(f"{target}-wal").exists()
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+    with StateMachine(target) as kept:
+        assert kept.applied_index == log.entries[9].index
+        assert kept.state_digest() == before
 
 
 # -- damage ----------------------------------------------------------------------------------

@@ -287,16 +287,26 @@ def _check_copy(src: Path, staging: Path, info: SnapshotInfo) -> None:
 
 
 def _retire_database(db: Path) -> None:
-    """Fold the old database's WAL into it and delete -wal/-shm, so none outlives it."""
+    """Fold the old database's WAL into it and delete -wal/-shm, so none outlives it.
+
+    The WAL is deleted only when the TRUNCATE checkpoint completed (every frame is in the
+    fsynced database): a checkpoint that another connection kept busy leaves frames in the
+    WAL that the old database needs until the new one replaces it, so that is an error.
+    """
     if db.exists():
         try:
             conn = sqlite3.connect(db)
             try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             finally:
                 conn.close()
         except sqlite3.DatabaseError:
-            pass  # a damaged old database is being replaced anyway
+            busy = 0  # a damaged old database is being replaced anyway
+        if busy:
+            raise RuntimeError(
+                f"{db}: another connection kept its WAL from being checkpointed; "
+                "not replacing the database while its WAL still holds transactions"
+            )
     for suffix in ("-wal", "-shm"):
         db.with_name(db.name + suffix).unlink(missing_ok=True)
 
