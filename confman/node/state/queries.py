@@ -35,6 +35,9 @@ _EVENTS = (
     " LEFT JOIN versions pv ON pv.vid = ev.prev_vid"
 )
 _CHANGE_COLUMNS = "ev.eid, ev.action, p.path, e.key, nv.value, nv.version"
+#: One current entry by (ns_id, key), its actor as an id (``Reader._point_entry``).
+_POINT_COLUMNS = "e.key, v.value, v.type, v.version, v.ts_us, v.actor_id"
+_POINT_JOIN = "entries e JOIN versions v ON v.vid = e.vid"
 
 
 def _grant_clause(grants: Iterable[str], column: str) -> tuple[str, list[str]] | None:
@@ -61,6 +64,28 @@ class Reader:
     def __init__(self, db_path: str | os.PathLike[str]) -> None:
         uri = Path(db_path).resolve().as_uri() + "?mode=ro"
         self._conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        # Rows of ``paths`` and ``actors`` are never changed nor deleted, so what this
+        # connection has read of them stays true (point reads skip two joins).
+        self._ns_ids: dict[str, int] = {}
+        self._actor_names: dict[int, str] = {}
+
+    def _ns_id(self, path: str) -> int | None:
+        ns_id = self._ns_ids.get(path)
+        if ns_id is None:
+            row = self._conn.execute("SELECT ns_id FROM paths WHERE path = ?", (path,))
+            found = row.fetchone()
+            if found is None:
+                return None
+            ns_id = self._ns_ids[path] = int(found[0])
+        return ns_id
+
+    def _point_entry(self, namespace: str, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A row of ``_POINT_COLUMNS`` as the API's ConfigEntry."""
+        actor = self._actor_names.get(row[5])
+        if actor is None:
+            found = self._conn.execute("SELECT name FROM actors WHERE actor_id = ?", (row[5],))
+            actor = self._actor_names[row[5]] = found.fetchone()[0]
+        return entry_dict((namespace, row[0], row[1], row[2], row[3], row[4], actor))
 
     def close(self) -> None:
         self._conn.close()
@@ -106,21 +131,27 @@ class Reader:
 
     # -- entries ------------------------------------------------------------------------
     def get_entry(self, namespace: str, key: str) -> dict[str, Any] | None:
+        ns_id = self._ns_id(namespace)
+        if ns_id is None:
+            return None
         row = self._conn.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM {CURRENT_ENTRIES} WHERE p.path = ? AND e.key = ?",
-            (namespace, key),
+            f"SELECT {_POINT_COLUMNS} FROM {_POINT_JOIN} WHERE e.ns_id = ? AND e.key = ?",
+            (ns_id, key),
         ).fetchone()
-        return None if row is None else entry_dict(row)
+        return None if row is None else self._point_entry(namespace, row)
 
     def get_entry_and_index(self, namespace: str, key: str) -> tuple[dict[str, Any], int] | None:
         """An existing entry and the applied index of the state it was read from, in one
         statement (one implicit read transaction); None when the entry does not exist."""
+        ns_id = self._ns_id(namespace)
+        if ns_id is None:
+            return None
         row = self._conn.execute(
-            f"SELECT {ENTRY_COLUMNS}, (SELECT applied_index FROM meta) FROM {CURRENT_ENTRIES}"
-            " WHERE p.path = ? AND e.key = ?",
-            (namespace, key),
+            f"SELECT {_POINT_COLUMNS}, (SELECT applied_index FROM meta) FROM {_POINT_JOIN}"
+            " WHERE e.ns_id = ? AND e.key = ?",
+            (ns_id, key),
         ).fetchone()
-        return None if row is None else (entry_dict(row[:-1]), row[-1])
+        return None if row is None else (self._point_entry(namespace, row[:-1]), row[-1])
 
     def list_entries(self, namespace: str) -> list[dict[str, Any]]:
         """Entries of one namespace, sorted by key."""
