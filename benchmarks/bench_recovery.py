@@ -121,29 +121,26 @@ def main() -> None:
         "--cases",
         type=lambda v: [c.strip() for c in v.split(",")],
         default=None,
-        help="comma-separated case names (default: all)",
+        help="comma-separated cases: released, whole-log, lost, old-snapshot (default: all)",
     )
     args = ap.parse_args()
     n = args.entries
-    args.cases = args.cases or [
-        "restart, log released",
-        "restart, state current, whole log",
-        "restart, state lost (replay all)",
-        "restart, old snapshot file at 90%",
-    ]
+    args.cases = args.cases or ["released", "whole-log", "lost", "old-snapshot"]
     total = n + 2  # bootstrap + namespace
     work = Path(tempfile.mkdtemp(prefix="bench-recovery-", dir="/tmp"))
     rows = []
     try:
-        cases: dict[str, tuple[int | None, bool]] = {
-            "restart, log released": (None, True),
-            "restart, state current, whole log": (None, False),
-            "restart, state lost (replay all)": (0, False),
-            "restart, old snapshot file at 90%": (int(total * 0.9), False),
+        cases: dict[str, tuple[str, int | None, bool]] = {
+            "released": ("restart, log released", None, True),
+            "whole-log": ("restart, state current, whole log", None, False),
+            "lost": ("restart, state lost (replay all)", 0, False),
+            "old-snapshot": ("restart, old snapshot file at 90%", int(total * 0.9), False),
         }
-        for name, (snap, released) in cases.items():
-            if name not in args.cases:
-                continue
+        unknown = set(args.cases) - set(cases)
+        if unknown:
+            raise SystemExit(f"unknown case(s) {sorted(unknown)}; known: {', '.join(cases)}")
+        for case in args.cases:
+            name, snap, released = cases[case]
             times = []
             for r in range(args.rounds):
                 root = work / f"{abs(hash(name))}-{r}"
