@@ -28,7 +28,8 @@ from confman.node.config_checks import (
     read_raft_tls,
     read_secret,
 )
-from confman.node.settings import SECTIONS, SETTINGS, NodeConfig, allowed_keys
+from confman.node.settings import SECTIONS, SETTINGS, NodeConfig
+from confman.node.settings_nested import allowed_keys
 from confman.node.settings_types import (
     HAND,
     REQUIRED,

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from confman.node.peer_tls import PeerTLS, PeerTLSError, parse_tls_table
-from confman.node.settings import NodeConfig, allowed_keys
+from confman.node.settings import NodeConfig
+from confman.node.settings_nested import allowed_keys
 from confman.node.settings_types import (
     ID_PATTERN,
     ROLES,

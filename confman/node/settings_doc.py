@@ -10,7 +10,8 @@ import sys
 
 import tomli_w
 
-from confman.node.settings import NESTED, SECTIONS, SETTINGS
+from confman.node.settings import SECTIONS, SETTINGS
+from confman.node.settings_nested import NESTED
 from confman.node.settings_types import HAND, REQUIRED, Setting
 
 

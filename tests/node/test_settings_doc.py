@@ -10,8 +10,9 @@ import pytest
 
 from confman.node.config import from_mapping
 from confman.node.peer_tls import PeerTLSError, parse_tls_table
-from confman.node.settings import NESTED, SETTINGS, NodeConfig
+from confman.node.settings import SETTINGS, NodeConfig
 from confman.node.settings_doc import main, render_markdown, sample_config
+from confman.node.settings_nested import NESTED
 from confman.node.settings_types import HAND, REQUIRED
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"

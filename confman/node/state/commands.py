@@ -35,6 +35,9 @@ import msgpack
 import msgspec
 
 from confman.node.codec import msgpack_plain
+from confman.node.state.field_checks import check_bool as _check_bool
+from confman.node.state.field_checks import check_int as _check_int
+from confman.node.state.field_checks import check_str as _check_str
 
 #: The format version written by this release.
 FORMAT_VERSION = 1
@@ -48,29 +51,6 @@ _ONE_MICRO = timedelta(microseconds=1)
 
 class CommandDecodeError(ValueError):
     """A payload is not a command this release can decode (garbage or unknown version)."""
-
-
-def _check_str(name: str, value: object, *, optional: bool = False, empty: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
-    if not empty and not value:
-        raise ValueError(f"{name} must not be empty")
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool")
-
-
-def _check_int(name: str, value: object, *, optional: bool = False, minimum: int = 0) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, not {value}")
 
 
 @dataclass(frozen=True, slots=True)
