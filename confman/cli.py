@@ -69,6 +69,7 @@ def serve(config_path: str, node_id: str | None, data_dir: str | None) -> None:
 
 async def _serve(cfg: NodeConfig, tls: ServerTls | None = None) -> None:
     from confman.api.app import serve as serve_http
+    from confman.node.loop_watch import freeze_startup_heap
     from confman.node.runtime import Runtime
 
     rt = Runtime(cfg)
@@ -84,6 +85,7 @@ async def _serve(cfg: NodeConfig, tls: ServerTls | None = None) -> None:
     logging.getLogger("confman").info(
         "node %s serving %s on %s:%d", rt.id, "HTTPS" if tls else "HTTP", host, port
     )
+    freeze_startup_heap()
     try:
         await stop.wait()
     finally:

@@ -51,7 +51,7 @@ from benchmarks.compare.results import (
     storage_bars,
     table,
 )
-from benchmarks.compare.systems import System, make_system, rss_kib, temp_base
+from benchmarks.compare.systems import System, keep_logs, make_system, rss_kib, temp_base
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,6 +200,12 @@ def parser() -> argparse.ArgumentParser:
         help="output dir (default benchmarks/results/<UTC timestamp>/)",
     )
     ap.add_argument("--seed", type=int, default=1, help="random seed of the generators")
+    ap.add_argument(
+        "--confman-log",
+        default="warning",
+        choices=["debug", "info", "warning"],
+        help="Confman nodes' log level (default warning); the logs are kept in <out>/logs/",
+    )
     ap.add_argument(
         "--age-writes",
         type=int,
@@ -410,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in args.systems:
             log(f"starting {name} (3 nodes) ...")
-            systems[name] = make_system(name, base)
+            systems[name] = make_system(name, base, args.confman_log)
             systems[name].start()
             info[f"{name}_version"] = systems[name].version()
             took, errs = drivers.preload(systems[name], args.keys, args.value_size)
@@ -465,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         for system in systems.values():
             with contextlib.suppress(Exception):
                 system.close()
+        keep_logs(base, out)
         shutil.rmtree(base, ignore_errors=True)
     if not args.skip_memory:
         for name in args.systems:

@@ -81,12 +81,12 @@ class System(Protocol):
 
 # ---------------------------------------------------------------------------------- Confman
 class ConfmanSystem:
-    """Confman through `ProcessCluster(proxies=False)`, logging at ``warning``."""
+    """Confman through `ProcessCluster(proxies=False)`, logging at ``log_level``."""
 
     name = "confman"
 
-    def __init__(self, base: Path) -> None:
-        self.c = ProcessCluster(3, base / "confman", proxies=False, log_level="warning")
+    def __init__(self, base: Path, log_level: str = "warning") -> None:
+        self.c = ProcessCluster(3, base / "confman", proxies=False, log_level=log_level)
         self.http = httpx.Client(timeout=httpx.Timeout(1.0, connect=0.5))
         self.headers = {"X-Api-Key": self.c.keys["admin"], "Content-Type": "application/json"}
 
@@ -400,13 +400,24 @@ class EtcdSystem:
         return took
 
 
-def make_system(name: str, base: Path) -> System:
+def make_system(name: str, base: Path, confman_log: str = "warning") -> System:
     """A (not yet started) system by name."""
     if name == "confman":
-        return ConfmanSystem(base)
+        return ConfmanSystem(base, confman_log)
     if name == "etcd":
         return EtcdSystem(base, ensure_etcd())
     raise ValueError(f"unknown system {name!r} (confman, etcd)")
+
+
+def keep_logs(base: Path, out: Path) -> list[Path]:
+    """Copy every Confman node's log from ``base`` to ``out/logs/`` (before ``base`` goes)."""
+    kept = []
+    for log in sorted((base / "confman").glob("*/node.log")):
+        dest = out / "logs" / f"{log.parent.name}.log"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, dest)
+        kept.append(dest)
+    return kept
 
 
 def rss_kib(pid: int) -> int:

@@ -45,6 +45,12 @@ class NodeMetrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "confman_event_loop_lag_seconds",
+            "How late the Raft clock woke up (a stall of the node's event loop)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 5.0),
+            registry=r,
+        )
         self.fsync_latency = Histogram(
             "confman_wal_fsync_seconds", "WAL write + fdatasync", buckets=_LATENCY, registry=r
         )

@@ -33,6 +33,7 @@ from typing import Any
 
 from confman.node.config import Member, NodeConfig
 from confman.node.errors import NodeStopped, NoLeader, NotLeader
+from confman.node.loop_watch import LoopWatch
 from confman.node.metrics import NodeMetrics
 from confman.node.peer_tls import load_contexts
 from confman.node.runtime_apply import AppliedState, Applier, OnApplied
@@ -150,7 +151,10 @@ class Runtime:
             snapshot_rate_bytes_s=self.cfg.snapshot_rate_bytes_s,
         )
         await self.transport.start()
-        self._clock = Clock(self.core, self._tick_s, self._after_input)
+        watch = LoopWatch(
+            self.id, self._tick_s, self.cfg.election_timeout_ms[0] / 2000, self.metrics.loop_lag
+        )
+        self._clock = Clock(self.core, self._tick_s, self._after_input, watch)
         ready = self._ready_loop(rec)
         self._ctl.spawn(ready.run(self._die), f"{self.id}-ready")
         self._ctl.spawn(self._clock.run(self._ctl), f"{self.id}-tick")

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from confman.node.loop_watch import LoopWatch
 from confman.node.runtime_common import Control
 from confman.raft.node import RawNode
 
@@ -23,8 +24,15 @@ class Clock:
     """Ticks ``core`` once per ``tick_s`` of monotonic time; ``on_ticks`` runs after ticks
     (it sends the heartbeats they produced and wakes the Ready loop)."""
 
-    def __init__(self, core: RawNode, tick_s: float, on_ticks: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        core: RawNode,
+        tick_s: float,
+        on_ticks: Callable[[], None],
+        watch: LoopWatch | None = None,
+    ) -> None:
         self._core = core
+        self._watch = watch
         self._tick_s = tick_s
         self._on_ticks = on_ticks
         self._last = time.monotonic()
@@ -51,7 +59,17 @@ class Clock:
         missed ticks are caught up a few at a time, letting the loop read the messages that
         arrived meanwhile in between, so a node that was merely slow does not mistake its
         own stall for silence of its peers (no needless step-down or election)."""
-        while not ctl.stopping:
-            await asyncio.sleep(self._tick_s)
-            while self.advance(limit=CATCH_UP_TICKS_PER_STEP) > 0:
-                await asyncio.sleep(0)
+        watch = self._watch
+        if watch is not None:
+            watch.start()
+        try:
+            while not ctl.stopping:
+                slept_from = time.monotonic()
+                await asyncio.sleep(self._tick_s)
+                if watch is not None:
+                    watch.woke(slept_from, time.monotonic())
+                while self.advance(limit=CATCH_UP_TICKS_PER_STEP) > 0:
+                    await asyncio.sleep(0)
+        finally:
+            if watch is not None:
+                watch.stop()
